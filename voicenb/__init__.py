@@ -1,0 +1,46 @@
+"""voicenb: talk to an LLM from a Jupyter notebook, and study the conversation as data.
+
+>>> import voicenb as vnb
+>>> with vnb.sim.running():                                      # doctest: +SKIP
+...     print(vnb.transcribe(vnb.sim.samples()[0]).text)
+What is the capital of France?
+"""
+
+from __future__ import annotations
+
+from . import sim
+from ._config import Settings
+from ._errors import (
+    AudioError,
+    AuthenticationError,
+    ConfigError,
+    MissingDependencyError,
+    RateLimitError,
+    ServiceError,
+    ServiceTimeoutError,
+    TranscriptionError,
+    VoicenbError,
+)
+from .audio import Audio
+from .stt import AssemblyAI, Transcript, transcribe, transcribe_many
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "transcribe",
+    "transcribe_many",
+    "Transcript",
+    "Audio",
+    "AssemblyAI",
+    "Settings",
+    "sim",
+    "VoicenbError",
+    "ConfigError",
+    "MissingDependencyError",
+    "AudioError",
+    "ServiceError",
+    "AuthenticationError",
+    "RateLimitError",
+    "ServiceTimeoutError",
+    "TranscriptionError",
+]

@@ -1,0 +1,157 @@
+"""Configuration: one immutable :class:`Settings`, resolved explicit > settings > environment.
+
+Environment names follow the vendors' SDKs (``ASSEMBLYAI_API_KEY``, ``OPENAI_BASE_URL``...);
+a ``.env`` file in the working directory is read too, with the real environment winning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ._errors import ConfigError, remember_secret
+
+# Named defaults, in one place.
+DEFAULT_ASSEMBLYAI_BASE_URL = "https://api.assemblyai.com"
+DEFAULT_ASSEMBLYAI_STREAMING_URL = "wss://streaming.assemblyai.com"
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_STT = "assemblyai"
+DEFAULT_HOME = "voicenb-data"
+
+# field -> environment variable
+_ENV = {
+    "assemblyai_api_key": "ASSEMBLYAI_API_KEY",
+    "assemblyai_base_url": "ASSEMBLYAI_BASE_URL",
+    "assemblyai_streaming_url": "ASSEMBLYAI_STREAMING_URL",
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "model": "VOICENB_MODEL",
+    "stt": "VOICENB_STT",
+    "home": "VOICENB_HOME",
+}
+_SECRET_FIELDS = ("assemblyai_api_key", "openai_api_key")
+
+_dotenv_cache: dict[Path, tuple[float, dict[str, str]]] = {}
+
+
+def _dotenv() -> dict[str, str]:
+    """Values from ``./.env`` (re-read only when the file changes)."""
+    path = Path.cwd() / ".env"
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return {}
+    cached = _dotenv_cache.get(path)
+    if cached and cached[0] == mtime:
+        return cached[1]
+    from dotenv import dotenv_values
+
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    _dotenv_cache[path] = (mtime, values)
+    return values
+
+
+def _from_environment(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value is None:
+        value = _dotenv().get(name)
+    return value or None
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Everything voicenb needs to reach its services.
+
+    Any field left ``None`` falls back to its environment variable, then to the default::
+
+        s = vnb.Settings(openai_base_url="http://127.0.0.1:11434/v1", model="llama3.2")
+        vnb.ask("hi", settings=s)
+
+    Settings are never changed in place: ``s.replace(model="gpt-4o")`` returns a new object.
+    """
+
+    assemblyai_api_key: str | None = None
+    assemblyai_base_url: str | None = None
+    assemblyai_streaming_url: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    model: str | None = None
+    stt: str | None = None
+    home: str | os.PathLike[str] | None = None
+    #: seconds to connect, and to wait for each response
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    #: retries of 429, 5xx and connection errors, with exponential backoff and jitter
+    max_retries: int = 5
+    backoff: float = 0.5
+    #: the longest voicenb waits when a service asks it (Retry-After) to come back later
+    max_retry_after: float = 60.0
+    #: seconds to wait for a transcript; None scales with the audio (300 s + its duration)
+    poll_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in _SECRET_FIELDS:
+            remember_secret(getattr(self, name))
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def resolved(self) -> Settings:
+        """A copy with every unset field filled from the environment, then the defaults."""
+        filled: dict[str, Any] = {}
+        for name, env in _ENV.items():
+            if getattr(self, name) is None:
+                filled[name] = _from_environment(env)
+        out = dataclasses.replace(self, **filled)
+        defaults = {
+            "assemblyai_base_url": DEFAULT_ASSEMBLYAI_BASE_URL,
+            "assemblyai_streaming_url": DEFAULT_ASSEMBLYAI_STREAMING_URL,
+            "openai_base_url": DEFAULT_OPENAI_BASE_URL,
+            "model": DEFAULT_MODEL,
+            "stt": DEFAULT_STT,
+            "home": DEFAULT_HOME,
+        }
+        return out.replace(**{k: v for k, v in defaults.items() if getattr(out, k) is None})
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.resolved().home).expanduser()
+
+    def require(self, field: str) -> str:
+        """The value of a key field, or a :class:`ConfigError` naming every way to set it."""
+        value = getattr(self.resolved(), field)
+        if value:
+            return value
+        env = _ENV[field]
+        service = "AssemblyAI" if field.startswith("assemblyai") else "OpenAI"
+        raise ConfigError(
+            f"No {service} API key found. Set it in one of these ways:\n"
+            f"  - the environment: export {env}=...\n"
+            f"  - a .env file in the working directory with the line {env}=...\n"
+            f"  - voicenb.Settings({field}=...) passed as settings=\n"
+            f"  - the api_key= argument of the call\n"
+            f"To try voicenb without keys, start the local simulators: "
+            f"`with voicenb.sim.running():` or `python -m voicenb.sim`."
+        )
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS and value is not None:
+                shown = "'<set>'"
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
+
+
+def resolve(settings: Settings | None = None, **explicit: Any) -> Settings:
+    """Explicit arguments over ``settings`` over the environment, then defaults."""
+    base = settings if settings is not None else Settings()
+    return base.replace(**explicit).resolved()

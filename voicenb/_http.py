@@ -1,0 +1,152 @@
+"""One requests session per service, with urllib3's Retry, timeouts, and typed errors.
+
+429, 5xx and connection errors are retried with exponential backoff and jitter, honouring
+``Retry-After``; other 4xx are returned at once. Whatever is left is turned into a
+:class:`~voicenb.ServiceError` here, at the boundary, so no requests/urllib3/json exception
+leaves a public call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
+
+from ._config import Settings
+from ._errors import (
+    AuthenticationError,
+    RateLimitError,
+    ServiceError,
+    ServiceTimeoutError,
+)
+
+log = logging.getLogger("voicenb")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def make_retry(settings: Settings) -> Retry:
+    return Retry(
+        total=settings.max_retries,
+        connect=settings.max_retries,
+        read=settings.max_retries,
+        status=settings.max_retries,
+        other=0,
+        allowed_methods=None,  # POST too: the simulated and real faults fail before the work
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=settings.backoff,
+        backoff_jitter=settings.backoff / 2,
+        backoff_max=30,
+        respect_retry_after_header=True,
+        retry_after_max=int(settings.max_retry_after),
+        raise_on_status=False,  # hand back the last response so its error text is kept
+    )
+
+
+class HttpClient:
+    """A base URL, auth headers, a pooled retrying session and error mapping for one service."""
+
+    def __init__(
+        self,
+        service: str,
+        base_url: str,
+        headers: dict[str, str],
+        settings: Settings,
+        *,
+        pool_size: int = 32,
+    ) -> None:
+        self.service = service
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (settings.connect_timeout, settings.read_timeout)
+        self.session = requests.Session()
+        self.session.headers.update(headers)
+        self.session.headers["User-Agent"] = "voicenb"
+        adapter = HTTPAdapter(
+            max_retries=make_retry(settings), pool_connections=4, pool_maxsize=pool_size
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request and return the decoded JSON body, or raise a ServiceError."""
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+        kwargs.setdefault("timeout", self.timeout)
+        what = f"{self.service} {method} {path}"
+        try:
+            response = self.session.request(method, url, **kwargs)
+        except requests.exceptions.Timeout as exc:
+            raise ServiceTimeoutError(
+                f"{what} timed out after retries (timeouts: connect {self.timeout[0]} s, read "
+                f"{self.timeout[1]} s). The service may be slow; try again or raise "
+                "Settings.read_timeout.", service=self.service) from None
+        except requests.exceptions.RetryError as exc:  # pragma: no cover - raise_on_status=False
+            raise ServiceError(f"{what} failed after retries.", service=self.service) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise ServiceError(
+                f"Cannot reach {self.service} at {self.base_url} ({_reason(exc)}). Check the "
+                "network and the base URL; for offline use start `python -m voicenb.sim`.",
+                service=self.service) from None
+        except requests.exceptions.RequestException as exc:
+            raise ServiceError(f"{what} failed: {_reason(exc)}", service=self.service) from None
+        return self._decode(response, what)
+
+    def _decode(self, response: requests.Response, what: str) -> Any:
+        status = response.status_code
+        if status >= 400:
+            detail = _error_text(response)
+            kwargs = dict(service=self.service, status_code=status, detail=detail)
+            if status in (401, 403):
+                raise AuthenticationError(
+                    f"{self.service} refused the API key ({status}: {detail}). Check the key "
+                    "you set; it may be wrong, expired, or lack access.", **kwargs)
+            if status == 429:
+                retry_after = _float(response.headers.get("Retry-After"))
+                raise RateLimitError(
+                    f"{self.service} is rate limiting requests (429: {detail}) and still was "
+                    "after voicenb's retries. Lower the concurrency or try again later.",
+                    retry_after=retry_after, **kwargs)
+            raise ServiceError(f"{what} failed with {status}: {detail}", **kwargs)
+        try:
+            return response.json()
+        except (ValueError, json.JSONDecodeError):
+            raise ServiceError(
+                f"{what} returned a body that is not JSON (status {status}): "
+                f"{response.text[:200]!r}", service=self.service, status_code=status,
+                detail=response.text[:200]) from None
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or response.reason or "").strip()[:500]
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):  # OpenAI's shape
+            return str(err.get("message") or err)[:500]
+        if err:
+            return str(err)[:500]
+    return json.dumps(body)[:500]
+
+
+def _reason(exc: Exception) -> str:
+    """A short reason without the URL's query or any header."""
+    text = str(exc.__context__ or exc) if not str(exc) else str(exc)
+    for marker in ("Caused by ", "due to "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text.strip("()")[:200]
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

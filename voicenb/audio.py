@@ -1,0 +1,224 @@
+"""The :class:`Audio` value: a clip from a path or bytes, checked before any request is made.
+
+Format is sniffed from the first bytes, duration comes from the WAV header or PyAV, the
+sha256 is computed by streaming, and 16 kHz mono PCM is decoded on demand (PyAV), so WebM
+from a browser works wherever WAV does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import wave
+from functools import cached_property
+from pathlib import Path
+from typing import BinaryIO, Union
+
+from ._errors import AudioError
+
+#: AssemblyAI accepts uploads up to 2.2 GB; checked before a byte is sent.
+ASSEMBLYAI_MAX_BYTES = 2_200_000_000
+_CHUNK = 1 << 20
+
+AudioLike = Union["Audio", str, os.PathLike, bytes, bytearray, memoryview]
+
+
+def _sniff(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"\x1aE\xdf\xa3":
+        return "webm"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    if head[4:8] == b"ftyp":
+        return "m4a"
+    if head[:4] in (b"FORM",) and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    return None
+
+
+class Audio:
+    """A clip of audio from a path, bytes, or another ``Audio``.
+
+    >>> a = Audio("question.wav")          # doctest: +SKIP
+    >>> a.format, round(a.duration, 1)     # doctest: +SKIP
+    ('wav', 2.4)
+
+    Construction validates: a missing path, a directory, an empty file, bytes that are not
+    audio, a WAV with no frames or a truncated header each raise :class:`AudioError`
+    naming the clip and the reason.
+    """
+
+    def __init__(self, source: AudioLike, *, name: str | None = None) -> None:
+        self.path: Path | None = None
+        self._data: bytes | None = None
+        if isinstance(source, Audio):
+            self.path, self._data = source.path, source._data
+            self.name = name or source.name
+            self.format, self.size = source.format, source.size
+            for cached in ("duration", "sha256"):
+                if cached in source.__dict__:
+                    self.__dict__[cached] = source.__dict__[cached]
+            return
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._data = bytes(source)
+            self.name = name or "<bytes>"
+            self.size = len(self._data)
+            if self.size == 0:
+                raise AudioError("The audio bytes are empty: record or load some audio first.",
+                                 source=self.name)
+            head = self._data[:64]
+        elif isinstance(source, (str, os.PathLike)):
+            self.path = Path(source).expanduser()
+            self.name = name or str(source)
+            if not self.path.exists():
+                raise AudioError(f"Audio file not found: {self.name!r}. Check the path.",
+                                 source=self.name)
+            if self.path.is_dir():
+                raise AudioError(f"{self.name!r} is a directory, not an audio file. "
+                                 "Pass one file, or a list of files to transcribe_many().",
+                                 source=self.name)
+            try:
+                self.size = self.path.stat().st_size
+                with open(self.path, "rb") as fh:
+                    head = fh.read(64)
+            except OSError as exc:
+                raise AudioError(f"Cannot read {self.name!r}: {exc.strerror or exc}.",
+                                 source=self.name) from exc
+            if self.size == 0:
+                raise AudioError(f"{self.name!r} is empty (0 bytes): record or pick another file.",
+                                 source=self.name)
+        else:
+            raise AudioError(
+                f"Cannot make audio from {type(source).__name__}: pass a file path, bytes or "
+                "voicenb.Audio.")
+        fmt = _sniff(head)
+        if fmt is None:
+            raise AudioError(
+                f"{self.name!r} is not an audio file voicenb recognises (wav, webm, ogg, mp3, "
+                "m4a, flac, aiff). Convert it, e.g. `ffmpeg -i in.xyz out.wav`.", source=self.name)
+        self.format = fmt
+        if fmt == "wav":
+            self._check_wav()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def open(self) -> BinaryIO:
+        """A fresh binary file object over the audio (the file itself, never a copy)."""
+        if self._data is not None:
+            return io.BytesIO(self._data)
+        assert self.path is not None
+        return open(self.path, "rb")
+
+    def read(self) -> bytes:
+        """All the bytes. Prefer :meth:`open` for large files."""
+        if self._data is not None:
+            return self._data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hex sha256 of the bytes, computed in 1 MiB steps."""
+        digest = hashlib.sha256()
+        with self.open() as fh:
+            for block in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    @cached_property
+    def duration(self) -> float:
+        """Length in seconds (WAV header, else container metadata, else by decoding)."""
+        if self.format == "wav":
+            return self._wav_params()[1]
+        return self._av_duration()
+
+    def pcm16k(self) -> bytes:
+        """16 kHz mono signed 16-bit little-endian PCM, decoded and resampled with PyAV."""
+        import av
+
+        out = bytearray()
+        try:
+            with self.open() as fh, av.open(fh, mode="r") as container:
+                stream = next((s for s in container.streams if s.type == "audio"), None)
+                if stream is None:
+                    raise AudioError(f"{self.name!r} has no audio stream.", source=self.name)
+                resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+                for frame in container.decode(stream):
+                    for res in resampler.resample(frame):
+                        out += bytes(res.planes[0])[: res.samples * 2]
+                for res in resampler.resample(None):
+                    out += bytes(res.planes[0])[: res.samples * 2]
+        except AudioError:
+            raise
+        except Exception as exc:  # PyAV raises many types for corrupt input
+            raise AudioError(f"Cannot decode {self.name!r}: {exc}. The file may be corrupt.",
+                             source=self.name) from exc
+        return bytes(out)
+
+    def check_size(self, limit: int, service: str) -> None:
+        """Raise :class:`AudioError` before upload when the clip is over ``service``'s limit."""
+        if self.size > limit:
+            raise AudioError(
+                f"{self.name!r} is {self.size / 1e6:,.1f} MB, over the limit of {service}, "
+                f"{limit / 1e6:,.0f} MB. Split it or compress it (e.g. to 64 kbit/s Opus) first.",
+                source=self.name)
+
+    # -- validation helpers ----------------------------------------------------------------
+
+    def _wav_params(self) -> tuple[int, float]:
+        try:
+            with self.open() as fh, wave.open(fh, "rb") as w:
+                frames, rate = w.getnframes(), w.getframerate()
+        except (wave.Error, EOFError, ValueError) as exc:
+            raise AudioError(f"{self.name!r} has a broken WAV header ({exc}). "
+                             "Re-export the file.", source=self.name) from exc
+        if rate <= 0:
+            raise AudioError(f"{self.name!r} has a WAV header with sample rate 0.",
+                             source=self.name)
+        return frames, frames / rate
+
+    def _check_wav(self) -> None:
+        frames, _ = self._wav_params()
+        if frames == 0:
+            raise AudioError(f"{self.name!r} is a WAV file with no audio frames: the recording "
+                             "is empty.", source=self.name)
+
+    def _av_duration(self) -> float:
+        import av
+
+        try:
+            with self.open() as fh, av.open(fh, mode="r") as container:
+                stream = next((s for s in container.streams if s.type == "audio"), None)
+                if stream is None:
+                    raise AudioError(f"{self.name!r} has no audio stream.", source=self.name)
+                if stream.duration and stream.time_base:
+                    return float(stream.duration * stream.time_base)
+                if container.duration:
+                    return container.duration / 1_000_000
+                # Browser WebM carries no duration: count decoded samples.
+                samples, rate = 0, stream.rate or 1
+                for frame in container.decode(stream):
+                    samples += frame.samples
+                    rate = frame.sample_rate or rate
+                return samples / rate
+        except AudioError:
+            raise
+        except Exception as exc:
+            raise AudioError(f"Cannot read {self.name!r} as {self.format}: {exc}. The file may "
+                             "be truncated or corrupt.", source=self.name) from exc
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"Audio({self.name!r}, format={self.format!r}, size={self.size})"
+
+
+def as_audio(source: AudioLike) -> Audio:
+    return source if isinstance(source, Audio) else Audio(source)

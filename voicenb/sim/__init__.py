@@ -1,0 +1,149 @@
+"""Local simulators of AssemblyAI's REST API, on 127.0.0.1, for offline use and tests.
+
+>>> import voicenb as vnb
+>>> with vnb.sim.running() as sim:                         # doctest: +SKIP
+...     vnb.transcribe(vnb.sim.samples()[0]).text
+'What is the capital of France?'
+
+``running()`` sets ``ASSEMBLYAI_BASE_URL`` and ``ASSEMBLYAI_API_KEY`` for the block and puts
+them back afterwards. From a shell: ``python -m voicenb.sim`` (prints the variables to export).
+
+Knobs: processing time (``processing_fixed + processing_factor * audio seconds``), a
+concurrency limit (excess jobs stay ``queued``), upload bandwidth, and injected faults, one at
+a time with :meth:`Simulator.inject` or at random with ``fault_rate``. Transcripts come from
+a registry (sha256 of the audio -> text; :func:`samples` ship with theirs); anything else is
+answered with a text that says it is simulated.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..audio import AudioLike
+from ._assemblyai import AssemblyAIService, Job
+from ._registry import SAMPLES, Registry, samples
+from ._server import FAULT_KINDS, App, Fault, _Server
+
+__all__ = ["Simulator", "running", "samples", "Fault", "FAULT_KINDS", "ENV_VARS"]
+
+ASSEMBLYAI_KEY = "sim-assemblyai-key"
+ENV_VARS = ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_API_KEY")
+
+
+class Simulator:
+    """The simulated services on one local port. Use :func:`running` or ``start``/``stop``."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        processing_fixed: float = 0.3,
+        processing_factor: float = 0.05,
+        concurrency: int | None = None,
+        upload_bandwidth: float | None = None,
+        fault_rate: float = 0.0,
+        fault_kinds: tuple[str, ...] = FAULT_KINDS,
+        seed: int | None = 0,
+        assemblyai_key: str = ASSEMBLYAI_KEY,
+    ) -> None:
+        self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
+        self.registry = Registry()
+        self.registry.load_dir(SAMPLES)
+        self.assemblyai = AssemblyAIService(
+            self.app, self.registry, key=assemblyai_key, processing_fixed=processing_fixed,
+            processing_factor=processing_factor, concurrency=concurrency,
+            upload_bandwidth=upload_bandwidth)
+        self._address = (host, port)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> Simulator:
+        self._server = _Server(self._address, self.app)
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+        self.assemblyai.base_url = self.url
+        self._thread = threading.Thread(target=self._server.serve_forever, name="voicenb-sim",
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self.assemblyai.close()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that point voicenb (and the vendors' SDKs) here."""
+        return {"ASSEMBLYAI_BASE_URL": self.url, "ASSEMBLYAI_API_KEY": self.assemblyai.key}
+
+    # -- knobs -------------------------------------------------------------------------------
+
+    def inject(self, kind: str, path: str = "/", *, method: str | None = None, times: int = 1,
+               retry_after: int = 1, delay: float = 30.0) -> Fault:
+        """Make the next ``times`` requests under ``path`` fail as ``kind`` (see :class:`Fault`)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; choose from {FAULT_KINDS}")
+        fault = Fault(kind, path, method, times, retry_after, delay)
+        with self.app.lock:
+            self.app.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self.app.lock:
+            self.app.faults.clear()
+            self.app.fault_rate = 0.0
+
+    def register(self, audio: AudioLike, text: str) -> str:
+        """Transcribe ``audio`` as ``text`` from now on; return its sha256."""
+        return self.registry.register(audio, text)
+
+    def fail_audio(self, audio: AudioLike, error: str = "Transcoding failed (simulated).") -> str:
+        """Transcripts of ``audio`` end with status ``error`` and this message."""
+        return self.registry.fail(audio, error)
+
+    @property
+    def stats(self) -> Counter[str]:
+        """Counters (0 when absent): requests, uploads, upload_bytes, transcripts, polls,
+        fault:KIND."""
+        with self.app.lock:
+            return Counter(self.app.stats)
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        return self.assemblyai.jobs
+
+    def __repr__(self) -> str:
+        return f"Simulator(url={getattr(self, 'url', None)!r})"
+
+
+@contextmanager
+def running(**knobs: Any) -> Iterator[Simulator]:
+    """Run the simulators for a ``with`` block, with the base-URL and key variables set."""
+    sim = Simulator(**knobs).start()
+    saved = {name: os.environ.get(name) for name in ENV_VARS}
+    os.environ.update(sim.env())
+    try:
+        yield sim
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        sim.stop()

@@ -1,0 +1,45 @@
+"""``python -m voicenb.sim``: run the simulators until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from . import Simulator
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m voicenb.sim",
+                                     description="Run voicenb's local service simulators.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--processing-fixed", type=float, default=0.3,
+                        help="seconds every transcript takes (default 0.3)")
+    parser.add_argument("--processing-factor", type=float, default=0.05,
+                        help="extra seconds per second of audio (default 0.05)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="jobs processed at once; the rest stay queued (default: no limit)")
+    parser.add_argument("--fault-rate", type=float, default=0.0,
+                        help="fraction of requests that fail at random (default 0)")
+    args = parser.parse_args(argv)
+    sim = Simulator(host=args.host, port=args.port, processing_fixed=args.processing_fixed,
+                    processing_factor=args.processing_factor, concurrency=args.concurrency,
+                    fault_rate=args.fault_rate).start()
+    print(f"voicenb simulators listening on {sim.url} (simulated answers, no real service).")
+    print("Point voicenb or the vendors' SDKs at them with:")
+    for name, value in sim.env().items():
+        print(f"  export {name}={value}")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

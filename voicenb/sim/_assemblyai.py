@@ -1,0 +1,236 @@
+"""AssemblyAI's REST API, simulated: /v2/upload, /v2/transcript, /v2/transcript/{id}."""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._errors import AudioError
+from ..audio import Audio
+from ._registry import Registry
+from ._server import App, Request, Response, error
+
+SPEECH_MODELS = ("universal-3-5-pro", "universal-2")
+AUTH_ERROR = "Authentication error, API token missing/invalid"
+
+
+@dataclass
+class Job:
+    id: str
+    audio_url: str
+    options: dict[str, Any]
+    created: float
+    processing_s: float
+    audio_s: float | None
+    text: str | None
+    error: str | None
+    started: float | None = None
+    finished: float | None = None
+    polls: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def status(self, now: float) -> str:
+        if self.started is None:
+            return "queued"
+        if now < self.finished:
+            return "processing"
+        return "error" if self.error else "completed"
+
+
+class AssemblyAIService:
+    """The state behind the simulated AssemblyAI endpoints.
+
+    Processing takes ``processing_fixed + processing_factor * audio_s`` seconds; at most
+    ``concurrency`` jobs process at once (``None``: no limit) and the rest stay ``queued``.
+    """
+
+    def __init__(self, app: App, registry: Registry, *, key: str, processing_fixed: float,
+                 processing_factor: float, concurrency: int | None,
+                 upload_bandwidth: float | None) -> None:
+        self.app = app
+        self.registry = registry
+        self.key = key
+        self.processing_fixed = processing_fixed
+        self.processing_factor = processing_factor
+        self.concurrency = concurrency
+        self.upload_bandwidth = upload_bandwidth
+        self.base_url = ""
+        self.jobs: dict[str, Job] = {}
+        self._queue: list[Job] = []
+        self._slots: list[float] = []  # finish times of jobs holding a processing slot
+        self._uploads: dict[str, tuple[Path, str]] = {}  # id -> (file, sha256)
+        self._dir = tempfile.TemporaryDirectory(prefix="voicenb-sim-")
+        app.route("POST", "/v2/upload", self.upload)
+        app.route("POST", "/v2/transcript", self.create)
+        app.route("GET", "/v2/transcript/(?P<tid>[^/]+)", self.get)
+        app.route("GET", "/cdn/upload/(?P<uid>[^/]+)", self.download)
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+    # -- routes ------------------------------------------------------------------------------
+
+    def _authorized(self, request: Request) -> bool:
+        token = request.headers.get("Authorization", "")
+        return token.removeprefix("Bearer ").strip() == self.key
+
+    def upload(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return error(401, AUTH_ERROR)
+        uid = str(uuid.uuid4())
+        path = Path(self._dir.name) / uid
+        digest = hashlib.sha256()
+        size, t0 = 0, time.monotonic()
+        with open(path, "wb") as fh:
+            for block in request.iter_body():
+                digest.update(block)
+                fh.write(block)
+                size += len(block)
+                if self.upload_bandwidth:  # pace the upload like a real link would
+                    ahead = size / self.upload_bandwidth - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        if size == 0:
+            path.unlink()
+            return error(400, "Upload failed: the request body is empty")
+        self._uploads[uid] = (path, digest.hexdigest())
+        self.app.count("uploads")
+        self.app.count("upload_bytes", size)
+        return Response(200, {"upload_url": f"{self.base_url}/cdn/upload/{uid}"})
+
+    def download(self, request: Request, uid: str) -> Response:
+        entry = self._uploads.get(uid)
+        if entry is None:
+            return error(404, "Not found")
+        return Response(200, entry[0].read_bytes(), content_type="application/octet-stream")
+
+    def create(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return error(401, AUTH_ERROR)
+        body = request.json()
+        if not isinstance(body, dict):
+            return error(400, "Request body must be a JSON object")
+        audio_url = body.get("audio_url")
+        if not isinstance(audio_url, str) or not audio_url:
+            return error(400, "audio_url is required")
+        if "speech_model" in body and body["speech_model"] is not None:
+            return error(400, "speech_model parameter is deprecated. Use speech_models instead.")
+        models = body.get("speech_models", list(SPEECH_MODELS))
+        if (not isinstance(models, list) or not models
+                or any(m not in SPEECH_MODELS for m in models)):
+            allowed = ", ".join(f'"{m}"' for m in SPEECH_MODELS)
+            return error(400, f'"speech_models" must be a non-empty list containing one or more '
+                              f"of: {allowed}")
+        now = time.monotonic()
+        text, err, audio_s = self._hear(audio_url)
+        processing = self.processing_fixed + self.processing_factor * (audio_s or 0.0)
+        job = Job(id=str(uuid.uuid4()), audio_url=audio_url, options=body, created=now,
+                  processing_s=processing, audio_s=audio_s, text=text, error=err)
+        with self.app.lock:
+            self._advance(now)
+            self.jobs[job.id] = job
+            self._queue.append(job)
+            self._advance(now)
+            self.app.stats["transcripts"] += 1
+        return Response(200, self._json(job, now))
+
+    def get(self, request: Request, tid: str) -> Response:
+        if not self._authorized(request):
+            return error(401, AUTH_ERROR)
+        now = time.monotonic()
+        with self.app.lock:
+            self._advance(now)
+            job = self.jobs.get(tid)
+            if job is None:
+                return error(404, "Transcript not found")
+            job.polls += 1
+            self.app.stats["polls"] += 1
+        return Response(200, self._json(job, now))
+
+    # -- the simulated service ---------------------------------------------------------------
+
+    def _hear(self, audio_url: str) -> tuple[str | None, str | None, float | None]:
+        """(text, error, audio seconds) for the audio behind ``audio_url``."""
+        prefix = f"{self.base_url}/cdn/upload/"
+        entry = self._uploads.get(audio_url[len(prefix):]) if audio_url.startswith(prefix) else None
+        if entry is None:
+            return None, (f"Download error, unable to download {audio_url}. Please make sure the "
+                          "file exists and is accessible from the internet."), None
+        path, sha = entry
+        try:
+            audio_s = Audio(path).duration
+        except AudioError:
+            return None, ("Transcoding failed. File does not appear to contain audio. File type "
+                          "is application/octet-stream (data)."), None
+        failure = self.registry.error(sha)
+        if failure:
+            return None, failure, audio_s
+        text = self.registry.text(sha)
+        if text is None:
+            text = f"(simulated transcript of {audio_s:.1f} seconds of unregistered audio)"
+        return text, None, audio_s
+
+    def _advance(self, now: float) -> None:
+        """Move queued jobs into free processing slots, in order, at the moment slots free up."""
+        limit = self.concurrency
+        while self._queue:
+            job = self._queue[0]
+            if limit is None or len(self._slots) < limit:
+                start = job.created
+            elif self._slots[0] <= now:
+                start = max(heapq.heappop(self._slots), job.created)
+            else:
+                return
+            self._queue.pop(0)
+            job.started, job.finished = start, start + job.processing_s
+            heapq.heappush(self._slots, job.finished)
+            # Drop slots that are long free so the heap stays small without a limit.
+            while limit is None and self._slots and self._slots[0] <= now:
+                heapq.heappop(self._slots)
+
+    def _json(self, job: Job, now: float) -> dict[str, Any]:
+        status = job.status(now)
+        done = status == "completed"
+        words = _words(job.text, job.audio_s) if done else None
+        return {
+            "id": job.id,
+            "status": status,
+            "audio_url": job.audio_url,
+            "text": job.text if done else None,
+            "words": words,
+            "utterances": None,
+            "confidence": 0.93 if done else None,
+            "audio_duration": round(job.audio_s) if done and job.audio_s else None,
+            "language_code": job.options.get("language_code", "en_us"),
+            "punctuate": job.options.get("punctuate", True),
+            "format_text": job.options.get("format_text", True),
+            "speech_models": job.options.get("speech_models", list(SPEECH_MODELS)),
+            "speech_model_used": (job.options.get("speech_models") or SPEECH_MODELS)[0]
+            if done else None,
+            "speech_model": None,
+            "language_model": "assemblyai_default",
+            "acoustic_model": "assemblyai_default",
+            "webhook_auth": False,
+            "auto_highlights": False,
+            "redact_pii": False,
+            "summarization": False,
+            "language_confidence_threshold": None,
+            "language_confidence": None,
+            "error": job.error if status == "error" else None,
+            "simulated": True,
+        }
+
+
+def _words(text: str | None, audio_s: float | None) -> list[dict[str, Any]]:
+    tokens = (text or "").split()
+    if not tokens:
+        return []
+    span = int((audio_s or len(tokens) * 0.4) * 1000) // len(tokens)
+    return [{"text": t, "start": i * span, "end": (i + 1) * span, "confidence": 0.93,
+             "speaker": None, "channel": None} for i, t in enumerate(tokens)]

@@ -1,0 +1,65 @@
+"""What the simulators 'hear': sha256 of the audio -> the text spoken in it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+from ..audio import Audio, AudioLike, as_audio
+
+SAMPLES = Path(__file__).with_name("samples")
+
+
+class Registry:
+    """Known clips and their text; sample audio ships with its text in ``samples.json``."""
+
+    def __init__(self) -> None:
+        self._text: dict[str, str] = {}
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def load_dir(self, folder: str | Path) -> int:
+        """Register every ``name -> text`` pair of ``folder/samples.json``; return the count."""
+        folder = Path(folder)
+        index = json.loads((folder / "samples.json").read_text(encoding="utf-8"))
+        for name, text in index.items():
+            self.register(folder / name, text)
+        return len(index)
+
+    def register(self, audio: AudioLike, text: str) -> str:
+        """Make the simulators transcribe ``audio`` as ``text``; return its sha256."""
+        sha = _sha(audio)
+        with self._lock:
+            self._text[sha] = text
+        return sha
+
+    def fail(self, audio: AudioLike, error: str) -> str:
+        """Make transcripts of ``audio`` end with status ``error`` and this message."""
+        sha = _sha(audio)
+        with self._lock:
+            self._errors[sha] = error
+        return sha
+
+    def text(self, sha: str) -> str | None:
+        with self._lock:
+            return self._text.get(sha)
+
+    def error(self, sha: str) -> str | None:
+        with self._lock:
+            return self._errors.get(sha)
+
+
+def _sha(audio: AudioLike) -> str:
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(bytes(audio)).hexdigest()
+    return as_audio(audio).sha256
+
+
+def samples() -> list[Path]:
+    """The sample clips that ship with voicenb (their text is in the registry)."""
+    return sorted(SAMPLES.glob("*.wav"))
+
+
+__all__ = ["Registry", "samples", "Audio"]

@@ -1,0 +1,250 @@
+"""A small threaded HTTP/1.1 server with routing, streamed bodies and injected faults."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger("voicenb.sim")
+
+FAULT_KINDS = ("429", "500", "502", "503", "drop", "slow", "malformed")
+
+
+@dataclass
+class Fault:
+    """One injected failure: ``kind`` for requests whose path starts with ``path``.
+
+    Kinds: ``"429"`` (with ``Retry-After: retry_after``), ``"500"``, ``"502"``, ``"503"``,
+    ``"drop"`` (the connection closes with no response), ``"slow"`` (the answer comes after
+    ``delay`` seconds), ``"malformed"`` (200 with a body that is not JSON). Every fault hits
+    before the request does any work, so a retry never duplicates anything.
+    """
+
+    kind: str
+    path: str = "/"
+    method: str | None = None
+    times: int = 1
+    retry_after: int = 1
+    delay: float = 30.0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.times > 0 and path.startswith(self.path) and (
+            self.method is None or self.method.upper() == method)
+
+
+class Request:
+    """What a route handler sees."""
+
+    def __init__(self, handler: _Handler, method: str, path: str, params: dict[str, str]):
+        self._handler = handler
+        self.method = method
+        self.path = path
+        self.params = params
+        self.headers = handler.headers
+        self._body_read = False
+
+    def iter_body(self, chunk: int = 1 << 16) -> Iterator[bytes]:
+        """The request body in pieces, from Content-Length or chunked encoding."""
+        self._body_read = True
+        rfile = self._handler.rfile
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                left = size
+                while left:
+                    block = rfile.read(min(chunk, left))
+                    if not block:
+                        raise ConnectionError("client closed mid-body")
+                    left -= len(block)
+                    yield block
+                rfile.readline()
+        else:
+            left = int(self.headers.get("Content-Length") or 0)
+            while left:
+                block = rfile.read(min(chunk, left))
+                if not block:
+                    raise ConnectionError("client closed mid-body")
+                left -= len(block)
+                yield block
+
+    def body(self) -> bytes:
+        return b"".join(self.iter_body())
+
+    def json(self) -> Any:
+        raw = self.body()
+        try:
+            return json.loads(raw or b"null")
+        except ValueError:
+            return None
+
+    def drain(self) -> None:
+        if not self._body_read:
+            for _ in self.iter_body():
+                pass
+
+
+class Response:
+    def __init__(self, status: int = 200, body: Any = None, *, headers: dict[str, str] | None = None,
+                 content_type: str = "application/json",
+                 stream: Iterator[bytes] | None = None) -> None:
+        self.status = status
+        self.headers = headers or {}
+        self.content_type = content_type
+        self.stream = stream
+        if isinstance(body, (bytes, str)):
+            self.body = body.encode() if isinstance(body, str) else body
+        elif body is None:
+            self.body = b""
+        else:
+            self.body = json.dumps(body).encode()
+
+
+def error(status: int, message: str, **headers: str) -> Response:
+    return Response(status, {"error": message}, headers=headers)
+
+
+Route = Callable[..., Response]
+
+
+class App:
+    """Routes, faults and counters shared by the simulated services."""
+
+    def __init__(self, *, fault_rate: float = 0.0, fault_kinds: tuple[str, ...] = FAULT_KINDS,
+                 seed: int | None = 0) -> None:
+        self.routes: list[tuple[str, re.Pattern[str], Route]] = []
+        self.faults: list[Fault] = []
+        self.fault_rate = fault_rate
+        self.fault_kinds = fault_kinds
+        self.stats: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self._rng = random.Random(seed)
+
+    def route(self, method: str, pattern: str, fn: Route) -> None:
+        self.routes.append((method, re.compile(f"^{pattern}$"), fn))
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            self.stats[name] += n
+
+    def pick_fault(self, method: str, path: str) -> Fault | None:
+        if path == "/health":
+            return None
+        with self.lock:
+            for fault in self.faults:
+                if fault.matches(method, path):
+                    fault.times -= 1
+                    return fault
+            if self.fault_rate and self._rng.random() < self.fault_rate:
+                return Fault(self._rng.choice(self.fault_kinds), delay=30.0)
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.client_address[0], *args)
+
+    def _dispatch(self, method: str) -> None:
+        app = self.server.app
+        path, _, query = self.path.partition("?")
+        app.count("requests")
+        for m, pattern, fn in app.routes:
+            match = pattern.match(path)
+            if m == method and match:
+                break
+        else:
+            self._send(error(404, f"Not found: {method} {path}"))
+            return
+        request = Request(self, method, path, match.groupdict())
+        fault = app.pick_fault(method, path)
+        try:
+            if fault is not None:
+                app.count(f"fault:{fault.kind}")
+                response = self._fault(fault, request)
+                if response is None:
+                    return
+            else:
+                response = fn(request, **match.groupdict())
+            request.drain()
+            self._send(response)
+        except (BrokenPipeError, ConnectionError, socket.timeout):
+            self.close_connection = True
+
+    def _fault(self, fault: Fault, request: Request) -> Response | None:
+        request.drain()
+        if fault.kind == "drop":
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return None
+        if fault.kind == "slow":
+            time.sleep(fault.delay)
+            self.close_connection = True
+            return error(503, "The simulator was told to answer slowly.")
+        if fault.kind == "429":
+            return error(429, "Too Many Requests", **{"Retry-After": str(int(fault.retry_after))})
+        if fault.kind == "500":
+            return error(500, "Internal Server Error")
+        if fault.kind in ("502", "503"):
+            text = {"502": "Bad Gateway", "503": "Service Unavailable"}[fault.kind]
+            return Response(int(fault.kind), f"<html><body>{fault.kind} {text}</body></html>",
+                            content_type="text/html")
+        if fault.kind == "malformed":
+            return Response(200, b'{"id": "', content_type="application/json")
+        raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        if response.stream is not None:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for block in response.stream:
+                if block:
+                    self.wfile.write(f"{len(block):x}\r\n".encode() + block + b"\r\n")
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            self.wfile.write(response.body)
+        self.wfile.flush()
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 512
+
+    def __init__(self, address: tuple[str, int], app: App) -> None:
+        self.app = app
+        super().__init__(address, _Handler)

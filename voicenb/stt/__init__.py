@@ -1,0 +1,79 @@
+"""Speech to text: one module per service, each returning a :class:`Transcript`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from .._config import Settings, resolve
+from .._errors import ConfigError
+from ..audio import AudioLike
+from .assemblyai import AssemblyAI
+from .base import Transcript
+
+__all__ = ["Transcript", "AssemblyAI", "transcribe", "transcribe_many"]
+
+BACKENDS = ("assemblyai",)
+
+_clients: dict[tuple, AssemblyAI] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(backend: str | None, settings: Settings | None, api_key: str | None) -> AssemblyAI:
+    cfg = resolve(settings, assemblyai_api_key=api_key, stt=backend)
+    if cfg.stt not in BACKENDS:
+        raise ConfigError(
+            f"Unknown speech-to-text backend {cfg.stt!r}. Choose one of: {', '.join(BACKENDS)} "
+            "(backend= argument, Settings(stt=...) or VOICENB_STT).")
+    # One client per key and URL, so its connection pool and its learned poll timing are reused.
+    key = (cfg.stt, cfg.assemblyai_api_key, cfg.assemblyai_base_url, cfg.connect_timeout,
+           cfg.read_timeout, cfg.max_retries, cfg.backoff, cfg.max_retry_after, cfg.poll_timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = AssemblyAI(settings=cfg)
+        return client
+
+
+def transcribe(
+    audio: AudioLike,
+    *,
+    backend: str | None = None,
+    api_key: str | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> Transcript:
+    """Transcribe one clip (path, bytes or :class:`Audio`).
+
+    >>> vnb.transcribe("question.wav").text         # doctest: +SKIP
+    'What is the capital of France?'
+
+    ``options`` go to the service as they are (e.g. ``language_code="de"``,
+    ``speech_models=["universal-2"]``). Raises :class:`AudioError` for unusable audio and
+    :class:`TranscriptionError` when the service fails the transcript.
+    """
+    return _client(backend, settings, api_key).transcribe(audio, **options)
+
+
+def transcribe_many(
+    items: Iterable[AudioLike],
+    *,
+    concurrency: int = 32,
+    progress: bool = True,
+    backend: str | None = None,
+    api_key: str | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> list[Transcript]:
+    """Transcribe many clips concurrently; one :class:`Transcript` per item, in input order.
+
+    A clip that fails (unreadable, rejected, errored by the service) comes back with
+    ``status="error"`` and ``.error`` set instead of raising. A ``tqdm`` progress bar shows
+    while it runs (``progress=False`` hides it).
+
+    >>> ts = vnb.transcribe_many(["a.wav", "b.wav"])   # doctest: +SKIP
+    >>> [t.text for t in ts]                            # doctest: +SKIP
+    """
+    return _client(backend, settings, api_key).transcribe_many(
+        items, concurrency=concurrency, progress=progress, **options)
