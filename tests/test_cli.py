@@ -1,0 +1,68 @@
+"""`voicenb transcribe` against `python -m voicenb.sim`, both as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def sim_process():
+    proc = subprocess.Popen([sys.executable, "-m", "voicenb.sim", "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    env = {}
+    try:
+        for line in proc.stdout:
+            if line.strip().startswith("export "):
+                name, _, value = line.strip()[len("export "):].partition("=")
+                env[name] = value
+            if len(env) == 2:
+                break
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def voicenb(*args, env):
+    return subprocess.run([sys.executable, "-m", "voicenb.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=60)
+
+
+def test_sim_prints_the_variables_to_export(sim_process):
+    assert sim_process["ASSEMBLYAI_BASE_URL"].startswith("http://127.0.0.1:")
+    assert sim_process["ASSEMBLYAI_API_KEY"]
+
+
+def test_transcribe_prints_one_line_per_file(sim_process, samples):
+    out = voicenb("transcribe", *map(str, samples[:2]), env=sim_process)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines == [f"{samples[0]}\tWhat is the capital of France?",
+                     f"{samples[1]}\tHow far away is the moon?"]
+
+
+def test_transcribe_json_prints_one_object_per_file(sim_process, samples):
+    out = voicenb("transcribe", "--json", *map(str, samples), env=sim_process)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["text"] for r in rows][0] == "What is the capital of France?"
+    assert all(r["status"] == "completed" and r["id"] for r in rows)
+    assert len(rows) == 3
+
+
+def test_transcribe_exits_1_when_a_file_failed(sim_process, sample):
+    out = voicenb("transcribe", str(sample), "missing.wav", env=sim_process)
+    assert out.returncode == 1
+    assert "missing.wav\tERROR: Audio file not found" in out.stdout
+    assert "What is the capital of France?" in out.stdout
+
+
+def test_transcribe_without_a_key_exits_2_with_advice(sample):
+    out = voicenb("transcribe", str(sample), env={})
+    assert out.returncode == 2
+    assert "ASSEMBLYAI_API_KEY" in out.stderr
+    assert "Traceback" not in out.stderr
