@@ -8,12 +8,14 @@ same calls.
 
 from __future__ import annotations
 
+import heapq
 import statistics
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -201,73 +203,23 @@ class AssemblyAI:
         Raises :class:`ServiceTimeoutError` naming the transcript id after ``timeout``
         seconds (default: ``Settings.poll_timeout``, else 300 s plus the audio's length).
         """
-        if timeout is None:
-            timeout = self.settings.poll_timeout or 300.0 + (audio_s or 0.0)
-        start = time.monotonic()
-        deadline = start + timeout
-        # Processing began after the last time we saw the job queued (or after submit).
-        queued_seen = since if since is not None else start
-        predicted = self._estimator.predict(audio_s)
-        polls = dense_polls = failures = 0
+        waiter = _Waiter(self, transcript_id, audio_s, timeout, since)
         while True:
             try:
-                data = self.get(transcript_id)
-                failures = 0
-            except (AuthenticationError, ServiceTimeoutError):
-                raise
-            except ServiceError:
-                # A status check is safe to repeat: ride out a garbled or failed answer or
-                # two (the HTTP layer has already retried 429/5xx/connection errors).
-                failures += 1
-                if failures > MAX_POLL_FAILURES:
-                    raise
-                time.sleep(self.poll.ceiling)
-                continue
-            polls += 1
-            now = time.monotonic()
-            status = data.get("status")
-            if status in TERMINAL_STATUSES:
-                if status == "completed":
-                    self._estimator.record(audio_s, now - queued_seen)
-                return data, polls
-            if status == "queued":
-                queued_seen = now
-            elapsed = now - queued_seen
-            if predicted is not None and elapsed >= predicted * self.poll.lead:
-                dense_polls += 1
-            delay = self.poll.delay(polls, elapsed, predicted if status != "queued" else None,
-                                    dense_polls)
-            if now >= deadline:
-                raise ServiceTimeoutError(
-                    f"Transcript {transcript_id} was still {status!r} after {timeout:.0f} s. "
-                    f"It may finish later: call voicenb.AssemblyAI().wait({transcript_id!r}) "
-                    "or raise Settings.poll_timeout.",
-                    transcript_id=transcript_id, service="AssemblyAI")
-            time.sleep(min(delay, max(0.0, deadline - now)))
+                delay = waiter.observe(self.get(transcript_id))
+            except ServiceError as exc:
+                delay = waiter.failed(exc)
+            if delay is None:
+                return waiter.result, waiter.polls
+            time.sleep(delay)
 
     # whole calls -----------------------------------------------------------------------------
 
     def transcribe(self, audio: AudioLike, *, progress: bool = True, **options: Any) -> Transcript:
         """Upload, submit and wait; raise :class:`TranscriptionError` if the service fails it."""
-        t0 = time.monotonic()
-        audio = as_audio(audio)
-        audio_s = audio.duration
-        url = self.upload(audio, progress=progress)
-        t1 = time.monotonic()
-        created = self.submit(url, **options)
-        t2 = time.monotonic()
-        data, polls = self.wait(created["id"], audio_s=audio_s, since=t2)
-        t3 = time.monotonic()
-        transcript = Transcript.from_response(
-            data, backend=self.backend, audio_s=audio_s, upload_s=t1 - t0,
-            transcribe_s=t3 - t1, polls=polls, stt_s=t3 - t0, source=audio.name,
-        )
-        if not transcript.ok:
-            raise TranscriptionError(
-                f"AssemblyAI could not transcribe {audio.name!r} (transcript "
-                f"{transcript.id}): {transcript.error}",
-                transcript_id=transcript.id, detail=transcript.error, service="AssemblyAI")
-        return transcript
+        job = self._start(audio, options, progress=progress)
+        data, polls = self.wait(job.id, audio_s=job.audio_s, since=job.submitted)
+        return job.finish(data, polls)
 
     def transcribe_many(
         self,
@@ -277,45 +229,214 @@ class AssemblyAI:
         progress: bool = True,
         **options: Any,
     ) -> list[Transcript]:
-        """Transcribe many clips at once; results in input order, failures as error items."""
+        """Transcribe many clips at once; results in input order, failures as error items.
+
+        Up to ``concurrency`` uploads run at once; every submitted transcript is then polled
+        on its own schedule from one loop, so a slow job never holds up a slot.
+        """
         items = list(items)
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, not {concurrency}.")
         results: list[Transcript | None] = [None] * len(items)
+        if not items:
+            return []
+        from tqdm.auto import tqdm
 
-        def one(i: int) -> None:
-            item = items[i]
-            name = item.name if isinstance(item, Audio) else (
-                "<bytes>" if isinstance(item, (bytes, bytearray, memoryview)) else str(item))
-            t0 = time.monotonic()
-            try:
-                results[i] = self.transcribe(item, progress=False, **options)
-            except TranscriptionError as exc:
-                results[i] = Transcript.failed(exc.detail or str(exc), id=exc.transcript_id,
-                                               backend=self.backend, source=name,
-                                               stt_s=time.monotonic() - t0)
-            except VoicenbError as exc:
-                results[i] = Transcript.failed(str(exc), backend=self.backend, source=name,
-                                               stt_s=time.monotonic() - t0)
+        bar = tqdm(total=len(items), desc="transcribing", unit="clip", disable=not progress)
+        starts = ThreadPoolExecutor(min(concurrency, len(items)), thread_name_prefix="voicenb-up")
+        checks = ThreadPoolExecutor(min(concurrency, len(items)), thread_name_prefix="voicenb-poll")
+        started: dict[Future, int] = {starts.submit(self._start, item, options): i
+                                      for i, item in enumerate(items)}
+        jobs: dict[int, _Job] = {}
+        waiters: dict[int, _Waiter] = {}
+        checking: dict[Future, int] = {}
+        due: list[tuple[float, int]] = []  # (monotonic time of the next check, index)
 
-        _run_all(one, len(items), concurrency, progress, "transcribing")
+        def done(i: int, transcript: Transcript) -> None:
+            results[i] = transcript
+            bar.update(1)
+
+        try:
+            while started or checking or due:
+                wake = due[0][0] - time.monotonic() if due else None
+                finished, _ = wait_futures([*started, *checking], timeout=wake,
+                                           return_when=FIRST_COMPLETED)
+                for future in finished:
+                    if future in started:
+                        i = started.pop(future)
+                        try:
+                            job = jobs[i] = future.result()
+                        except VoicenbError as exc:
+                            done(i, Transcript.failed(str(exc), backend=self.backend,
+                                                      source=_name(items[i])))
+                            continue
+                        waiters[i] = _Waiter(self, job.id, job.audio_s, None, job.submitted)
+                        heapq.heappush(due, (time.monotonic() + waiters[i].first_delay(), i))
+                    else:
+                        i = checking.pop(future)
+                        try:
+                            try:
+                                delay = waiters[i].observe(future.result())
+                            except ServiceError as exc:
+                                delay = waiters[i].failed(exc)
+                        except VoicenbError as exc:
+                            done(i, jobs[i].failed(exc))
+                            continue
+                        if delay is None:
+                            try:
+                                done(i, jobs[i].finish(waiters[i].result, waiters[i].polls))
+                            except TranscriptionError as exc:
+                                done(i, jobs[i].failed(exc, waiters[i].polls))
+                            due = self._reschedule(due, waiters)
+                        else:
+                            heapq.heappush(due, (time.monotonic() + delay, i))
+                now = time.monotonic()
+                while due and due[0][0] <= now:
+                    _, i = heapq.heappop(due)
+                    checking[checks.submit(self.get, jobs[i].id)] = i
+        finally:
+            starts.shutdown(wait=False, cancel_futures=True)
+            checks.shutdown(wait=False, cancel_futures=True)
+            bar.close()
         return [r for r in results if r is not None]
 
+    @staticmethod
+    def _reschedule(due: list[tuple[float, int]], waiters: dict[int, _Waiter]
+                    ) -> list[tuple[float, int]]:
+        """A job just finished, so the estimate may have improved: bring forward the checks
+        of jobs now predicted to finish sooner (jobs submitted together finish together)."""
+        now = time.monotonic()
+        out = []
+        for when, i in due:
+            hint = waiters[i].hint()
+            out.append((min(when, now + hint) if hint is not None else when, i))
+        heapq.heapify(out)
+        return out
 
-def _run_all(fn: Callable[[int], None], n: int, concurrency: int, progress: bool, desc: str) -> None:
-    """Run ``fn(i)`` for each index on a thread pool, with a tqdm.auto bar."""
-    if n == 0:
-        return
-    if concurrency < 1:
-        raise ConfigError(f"concurrency must be at least 1, not {concurrency}.")
-    from tqdm.auto import tqdm
+    def _start(self, audio: AudioLike, options: dict[str, Any], *, progress: bool = False) -> _Job:
+        """Validate, upload and submit one clip."""
+        t0 = time.monotonic()
+        audio = as_audio(audio)
+        audio_s = audio.duration
+        url = self.upload(audio, progress=progress)
+        t1 = time.monotonic()
+        created = self.submit(url, **options)
+        return _Job(self, audio, audio_s, created["id"], t0, t1, time.monotonic())
 
-    bar = tqdm(total=n, desc=desc, unit="clip", disable=not progress)
-    try:
-        with ThreadPoolExecutor(max_workers=min(concurrency, n),
-                                thread_name_prefix="voicenb") as pool:
-            futures = [pool.submit(fn, i) for i in range(n)]
-            for future in futures:
-                future.add_done_callback(lambda _f: bar.update(1))
-            for future in futures:
-                future.result()
-    finally:
-        bar.close()
+
+@dataclass
+class _Job:
+    """A submitted transcript and the timings so far."""
+
+    client: AssemblyAI
+    audio: Audio
+    audio_s: float
+    id: str
+    started: float
+    uploaded: float
+    submitted: float
+
+    def finish(self, data: dict[str, Any], polls: int) -> Transcript:
+        end = time.monotonic()
+        transcript = Transcript.from_response(
+            data, backend=self.client.backend, audio_s=self.audio_s,
+            upload_s=self.uploaded - self.started, transcribe_s=end - self.uploaded,
+            polls=polls, stt_s=end - self.started, source=self.audio.name)
+        if not transcript.ok:
+            raise TranscriptionError(
+                f"AssemblyAI could not transcribe {self.audio.name!r} (transcript "
+                f"{transcript.id}): {transcript.error}",
+                transcript_id=transcript.id, detail=transcript.error, service="AssemblyAI")
+        return transcript
+
+    def failed(self, exc: VoicenbError, polls: int = 0) -> Transcript:
+        detail = exc.detail if isinstance(exc, TranscriptionError) else None
+        return Transcript.failed(
+            detail or str(exc), id=self.id, backend=self.client.backend, audio_s=self.audio_s,
+            upload_s=self.uploaded - self.started, polls=polls,
+            stt_s=time.monotonic() - self.started, source=self.audio.name)
+
+
+class _Waiter:
+    """The polling state of one transcript: when to check next, and when to give up."""
+
+    def __init__(self, client: AssemblyAI, transcript_id: str, audio_s: float | None,
+                 timeout: float | None, since: float | None) -> None:
+        self.client, self.id, self.audio_s = client, transcript_id, audio_s
+        self.timeout = timeout if timeout is not None else (
+            client.settings.poll_timeout or 300.0 + (audio_s or 0.0))
+        now = time.monotonic()
+        self.deadline = now + self.timeout
+        # Processing began after the last time we saw the job queued (or after submit).
+        self.queued_seen = since if since is not None else now
+        self.predicted = client._estimator.predict(audio_s)
+        self.polls = self.dense_polls = self.failures = 0
+        self.last_check: float | None = None
+        self.status: str | None = None
+        self.result: dict[str, Any] | None = None
+
+    def first_delay(self) -> float:
+        return 0.0
+
+    def hint(self) -> float | None:
+        """Seconds until this job's dense checks should start, by the latest estimate."""
+        if self.predicted is None:
+            self.predicted = self.client._estimator.predict(self.audio_s)
+        if self.predicted is None or self.status == "queued":
+            return None
+        return max(0.0, self.predicted * self.client.poll.lead
+                   - (time.monotonic() - self.queued_seen))
+
+    def observe(self, data: dict[str, Any]) -> float | None:
+        """Take one status answer; seconds until the next check, or None when finished."""
+        self.failures = 0
+        self.polls += 1
+        now = time.monotonic()
+        status = data.get("status")
+        if status in TERMINAL_STATUSES:
+            if status == "completed":
+                # It finished somewhere since the previous check: take the middle.
+                finished = (now + self.last_check) / 2 if self.last_check else now
+                self.client._estimator.record(self.audio_s, finished - self.queued_seen)
+            self.result = data
+            return None
+        self.last_check, self.status = now, status
+        if self.predicted is None:
+            self.predicted = self.client._estimator.predict(self.audio_s)
+        if status == "queued":
+            self.queued_seen = now
+        elapsed = now - self.queued_seen
+        policy = self.client.poll
+        predicted = self.predicted if status != "queued" else None
+        if predicted is not None and elapsed >= predicted * policy.lead:
+            self.dense_polls += 1
+        return self._bounded(policy.delay(self.polls, elapsed, predicted, self.dense_polls),
+                             status)
+
+    def failed(self, exc: ServiceError) -> float:
+        """A status check failed: ride out a garbled or failed answer or two (the HTTP layer
+        has already retried 429/5xx/connection errors); re-raise anything else."""
+        if isinstance(exc, (AuthenticationError, ServiceTimeoutError)):
+            raise exc
+        self.failures += 1
+        if self.failures > MAX_POLL_FAILURES:
+            raise exc
+        return self._bounded(self.client.poll.ceiling, "unknown")
+
+    def _bounded(self, delay: float, status: str | None) -> float:
+        now = time.monotonic()
+        if now >= self.deadline:
+            raise ServiceTimeoutError(
+                f"Transcript {self.id} was still {status!r} after {self.timeout:.0f} s. "
+                f"It may finish later: call voicenb.AssemblyAI().wait({self.id!r}) "
+                "or raise Settings.poll_timeout.",
+                transcript_id=self.id, service="AssemblyAI")
+        return min(delay, self.deadline - now)
+
+
+def _name(item: AudioLike) -> str:
+    if isinstance(item, Audio):
+        return item.name
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    return str(item)
