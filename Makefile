@@ -19,6 +19,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+bench: $(STAMP)
+	$(PY) -m bench
+
 sim: $(STAMP)
 	$(PY) -m voicenb.sim
 

@@ -1,0 +1,31 @@
+"""``python -m bench``: run every benchmark and print its table.
+
+``--quick`` runs tiny sizes (the test suite does this so the benchmarks never rot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+
+from . import batch, upload_memory
+from ._common import machine
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    args = parser.parse_args(argv)
+    print(f"# voicenb benchmarks, {datetime.date.today()}, {machine()}\n")
+    if args.quick:
+        print(batch.report(batch.run(n=4, processing=0.2)))
+        print()
+        print(upload_memory.report(upload_memory.run(size=4 << 20)))
+    else:
+        print(batch.report(batch.run(n=40, processing=1.5)))
+        print()
+        print(upload_memory.report(upload_memory.run(size=1 << 30)))
+
+
+if __name__ == "__main__":
+    main()

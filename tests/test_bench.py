@@ -1,0 +1,17 @@
+"""The benchmarks run at tiny sizes so they never rot. No timing is asserted here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmarks_run_and_print_their_ratios():
+    out = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ratio voicenb / SDK" in out.stdout
+    assert "ratio voicenb / baseline (memory)" in out.stdout
