@@ -20,7 +20,7 @@ def sim_process():
             if line.strip().startswith("export "):
                 name, _, value = line.strip()[len("export "):].partition("=")
                 env[name] = value
-            if len(env) == 2:
+            if len(env) == 4:
                 break
         yield env
     finally:

@@ -122,6 +122,14 @@ class HttpClient:
         self.session.close()
 
 
+def field(data: Any, name: str, service: str) -> Any:
+    """``data[name]``, or a ServiceError when the service's answer lacks it."""
+    if isinstance(data, dict) and data.get(name) is not None:
+        return data[name]
+    raise ServiceError(f"{service} answered without {name!r}: {str(data)[:200]!r}",
+                       service=service)
+
+
 def _error_text(response: requests.Response) -> str:
     try:
         body = response.json()

@@ -1,18 +1,20 @@
-"""Local simulators of AssemblyAI's REST API, on 127.0.0.1, for offline use and tests.
+"""Local simulators of AssemblyAI's REST API and OpenAI's HTTP API, on 127.0.0.1.
 
 >>> import voicenb as vnb
 >>> with vnb.sim.running() as sim:                         # doctest: +SKIP
 ...     vnb.transcribe(vnb.sim.samples()[0]).text
 'What is the capital of France?'
 
-``running()`` sets ``ASSEMBLYAI_BASE_URL`` and ``ASSEMBLYAI_API_KEY`` for the block and puts
-them back afterwards. From a shell: ``python -m voicenb.sim`` (prints the variables to export).
+``running()`` sets ``ASSEMBLYAI_BASE_URL``, ``ASSEMBLYAI_API_KEY``, ``OPENAI_BASE_URL`` and
+``OPENAI_API_KEY`` for the block and puts them back afterwards. From a shell: ``python -m voicenb.sim`` (prints the variables to export).
 
-Knobs: processing time (``processing_fixed + processing_factor * audio seconds``), a
+AssemblyAI knobs: processing time (``processing_fixed + processing_factor * audio seconds``), a
 concurrency limit (excess jobs stay ``queued``), upload bandwidth, and injected faults, one at
 a time with :meth:`Simulator.inject` or at random with ``fault_rate``. Transcripts come from
 a registry (sha256 of the audio -> text; :func:`samples` ship with theirs); anything else is
-answered with a text that says it is simulated.
+answered with a text that says it is simulated. OpenAI knobs: ``ttft`` (seconds to the first
+token), ``token_rate`` (tokens a second) and ``context_window`` (tokens); answers are
+deterministic and begin "(simulated answer)".
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from typing import Any
 
 from ..audio import AudioLike
 from ._assemblyai import AssemblyAIService, Job
+from ._openai import OpenAIService
 from ._registry import SAMPLES, Registry, samples
 from ._server import FAULT_KINDS, App, Fault, _Server
 
 __all__ = ["Simulator", "running", "samples", "Fault", "FAULT_KINDS", "ENV_VARS"]
 
 ASSEMBLYAI_KEY = "sim-assemblyai-key"
-ENV_VARS = ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_API_KEY")
+OPENAI_KEY = "sim-openai-key"
+ENV_VARS = ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY")
 
 
 class Simulator:
@@ -51,6 +55,10 @@ class Simulator:
         fault_kinds: tuple[str, ...] = FAULT_KINDS,
         seed: int | None = 0,
         assemblyai_key: str = ASSEMBLYAI_KEY,
+        ttft: float = 0.05,
+        token_rate: float = 200.0,
+        context_window: int = 128_000,
+        openai_key: str = OPENAI_KEY,
     ) -> None:
         self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
         self.registry = Registry()
@@ -59,6 +67,8 @@ class Simulator:
             self.app, self.registry, key=assemblyai_key, processing_fixed=processing_fixed,
             processing_factor=processing_factor, concurrency=concurrency,
             upload_bandwidth=upload_bandwidth)
+        self.openai = OpenAIService(self.app, self.registry, key=openai_key, ttft=ttft,
+                                    token_rate=token_rate, context_window=context_window)
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -90,16 +100,17 @@ class Simulator:
 
     def env(self) -> dict[str, str]:
         """The environment variables that point voicenb (and the vendors' SDKs) here."""
-        return {"ASSEMBLYAI_BASE_URL": self.url, "ASSEMBLYAI_API_KEY": self.assemblyai.key}
+        return {"ASSEMBLYAI_BASE_URL": self.url, "ASSEMBLYAI_API_KEY": self.assemblyai.key,
+                "OPENAI_BASE_URL": f"{self.url}/v1", "OPENAI_API_KEY": self.openai.key}
 
     # -- knobs -------------------------------------------------------------------------------
 
     def inject(self, kind: str, path: str = "/", *, method: str | None = None, times: int = 1,
-               retry_after: int = 1, delay: float = 30.0) -> Fault:
+               retry_after: int = 1, delay: float = 30.0, after: int = 3) -> Fault:
         """Make the next ``times`` requests under ``path`` fail as ``kind`` (see :class:`Fault`)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; choose from {FAULT_KINDS}")
-        fault = Fault(kind, path, method, times, retry_after, delay)
+        fault = Fault(kind, path, method, times, retry_after, delay, after)
         with self.app.lock:
             self.app.faults.append(fault)
         return fault
@@ -120,7 +131,7 @@ class Simulator:
     @property
     def stats(self) -> Counter[str]:
         """Counters (0 when absent): requests, uploads, upload_bytes, transcripts, polls,
-        fault:KIND."""
+        chat_completions, audio_transcriptions, fault:KIND."""
         with self.app.lock:
             return Counter(self.app.stats)
 

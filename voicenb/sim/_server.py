@@ -17,7 +17,7 @@ from typing import Any
 
 log = logging.getLogger("voicenb.sim")
 
-FAULT_KINDS = ("429", "500", "502", "503", "drop", "slow", "malformed")
+FAULT_KINDS = ("429", "500", "502", "503", "drop", "slow", "malformed", "cut")
 
 
 @dataclass
@@ -26,8 +26,10 @@ class Fault:
 
     Kinds: ``"429"`` (with ``Retry-After: retry_after``), ``"500"``, ``"502"``, ``"503"``,
     ``"drop"`` (the connection closes with no response), ``"slow"`` (the answer comes after
-    ``delay`` seconds), ``"malformed"`` (200 with a body that is not JSON). Every fault hits
-    before the request does any work, so a retry never duplicates anything.
+    ``delay`` seconds), ``"malformed"`` (200 with a body that is not JSON). These hit before
+    the request does any work, so a retry never duplicates anything. ``"cut"`` is the
+    exception: the request is served, but the connection closes after ``after`` chunks of a
+    streamed answer (or half of a plain one).
     """
 
     kind: str
@@ -36,6 +38,7 @@ class Fault:
     times: int = 1
     retry_after: int = 1
     delay: float = 30.0
+    after: int = 3
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and path.startswith(self.path) and (
@@ -174,6 +177,12 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(self, method, path, match.groupdict())
         fault = app.pick_fault(method, path)
         try:
+            if fault is not None and fault.kind == "cut":
+                app.count("fault:cut")
+                response = fn(request, **match.groupdict())
+                request.drain()
+                self._send(response, cut_after=fault.after)
+                return
             if fault is not None:
                 app.count(f"fault:{fault.kind}")
                 response = self._fault(fault, request)
@@ -211,7 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
             return Response(200, b'{"id": "', content_type="application/json")
         raise ValueError(f"unknown fault kind {fault.kind!r}")
 
-    def _send(self, response: Response) -> None:
+    def _send(self, response: Response, cut_after: int | None = None) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         for key, value in response.headers.items():
@@ -219,7 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
         if response.stream is not None:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for block in response.stream:
+            for n, block in enumerate(response.stream):
+                if cut_after is not None and n >= cut_after:
+                    return self._cut()
                 if block:
                     self.wfile.write(f"{len(block):x}\r\n".encode() + block + b"\r\n")
                     self.wfile.flush()
@@ -227,8 +238,19 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(len(response.body)))
             self.end_headers()
+            if cut_after is not None:
+                self.wfile.write(response.body[: len(response.body) // 2])
+                return self._cut()
             self.wfile.write(response.body)
         self.wfile.flush()
+
+    def _cut(self) -> None:
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def do_GET(self) -> None:
         self._dispatch("GET")

@@ -28,7 +28,7 @@ from .._errors import (
     TranscriptionError,
     VoicenbError,
 )
-from .._http import HttpClient
+from .._http import HttpClient, field
 from ..audio import ASSEMBLYAI_MAX_BYTES, Audio, AudioLike, as_audio
 from .base import Transcript
 
@@ -49,7 +49,7 @@ def upload(http: HttpClient, body: IO[bytes] | bytes) -> str:
     data = http.request(
         "POST", "/v2/upload", data=body, headers={"Content-Type": "application/octet-stream"}
     )
-    return data["upload_url"]
+    return field(data, "upload_url", http.service)
 
 
 def submit(http: HttpClient, audio_url: str, **options: Any) -> dict[str, Any]:
@@ -321,7 +321,8 @@ class AssemblyAI:
         url = self.upload(audio, progress=progress)
         t1 = time.monotonic()
         created = self.submit(url, **options)
-        return _Job(self, audio, audio_s, created["id"], t0, t1, time.monotonic())
+        tid = field(created, "id", self.http.service)
+        return _Job(self, audio, audio_s, tid, t0, t1, time.monotonic())
 
 
 @dataclass
