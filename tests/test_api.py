@@ -10,9 +10,9 @@ import voicenb as vnb
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 DOCUMENTED = {
-    "transcribe", "transcribe_many", "Transcript", "Audio", "AssemblyAI", "Settings", "sim",
+    "transcribe", "transcribe_many", "Transcript", "ask", "Chat", "Answer", "Audio", "AssemblyAI", "Settings", "sim",
     "VoicenbError", "ConfigError", "MissingDependencyError", "AudioError", "ServiceError",
-    "AuthenticationError", "RateLimitError", "ServiceTimeoutError", "TranscriptionError",
+    "AuthenticationError", "RateLimitError", "ServiceTimeoutError", "ModelNotFoundError", "TranscriptionError",
 }
 
 

@@ -60,3 +60,65 @@ def test_sdk_get_by_id(sdk, sim, sample):
     t = vnb.transcribe(sample)
     fetched = sdk.Transcript.get_by_id(t.id)
     assert fetched.text == t.text
+
+
+# -- the official openai SDK ------------------------------------------------------------------
+
+openai = pytest.importorskip("openai")
+
+
+@pytest.fixture
+def oai(sim):
+    return openai.OpenAI()  # reads OPENAI_BASE_URL and OPENAI_API_KEY set by the simulator
+
+
+def test_openai_sdk_chat_without_streaming(oai):
+    r = oai.chat.completions.create(model="gpt-4o-mini",
+                                    messages=[{"role": "user", "content": "Hi there"}])
+    assert r.choices[0].message.content.startswith("(simulated answer)")
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_openai_sdk_chat_streaming_with_usage(oai):
+    stream = oai.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                         stream_options={"include_usage": True},
+                                         messages=[{"role": "user", "content": "Hi there"}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("(simulated answer)")
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
+def test_openai_sdk_streaming_helper(oai):
+    with oai.chat.completions.stream(model="gpt-4o-mini",
+                                     messages=[{"role": "user", "content": "Hi"}]) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content.startswith("(simulated answer)")
+
+
+def test_openai_sdk_lists_models(oai):
+    assert "gpt-4o-mini" in {m.id for m in oai.models.list()}
+
+
+def test_openai_sdk_transcribes(oai, sample):
+    with open(sample, "rb") as fh:
+        r = oai.audio.transcriptions.create(model="whisper-1", file=fh)
+    assert r.text == "What is the capital of France?"
+
+
+def test_openai_sdk_transcribes_as_text(oai, sample):
+    with open(sample, "rb") as fh:
+        r = oai.audio.transcriptions.create(model="whisper-1", file=fh, response_format="text")
+    assert r.strip() == "What is the capital of France?"
+
+
+def test_openai_sdk_wrong_key_is_refused(sim):
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(api_key="wrong").models.list()
+
+
+def test_openai_sdk_unknown_model_is_not_found(oai):
+    with pytest.raises(openai.NotFoundError):
+        oai.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])

@@ -15,6 +15,7 @@ from ._errors import (
     AuthenticationError,
     ConfigError,
     MissingDependencyError,
+    ModelNotFoundError,
     RateLimitError,
     ServiceError,
     ServiceTimeoutError,
@@ -22,6 +23,7 @@ from ._errors import (
     VoicenbError,
 )
 from .audio import Audio
+from .llm import Answer, Chat, ask
 from .stt import AssemblyAI, Transcript, transcribe, transcribe_many
 
 __version__ = "0.1.0"
@@ -30,6 +32,9 @@ __all__ = [
     "transcribe",
     "transcribe_many",
     "Transcript",
+    "ask",
+    "Chat",
+    "Answer",
     "Audio",
     "AssemblyAI",
     "Settings",
@@ -42,5 +47,6 @@ __all__ = [
     "AuthenticationError",
     "RateLimitError",
     "ServiceTimeoutError",
+    "ModelNotFoundError",
     "TranscriptionError",
 ]

@@ -10,6 +10,7 @@
      │    ├── AuthenticationError    401/403: the key is missing, wrong or lacks permission
      │    ├── RateLimitError         429 after the retries ran out
      │    ├── ServiceTimeoutError    no answer in time (a request, or polling a transcript)
+     │    ├── ModelNotFoundError     the chat or transcription model does not exist there
      │    └── TranscriptionError     the service finished a transcript with status "error"
      └── (nothing else)
 
@@ -31,6 +32,7 @@ __all__ = [
     "AuthenticationError",
     "RateLimitError",
     "ServiceTimeoutError",
+    "ModelNotFoundError",
     "TranscriptionError",
     "redact",
 ]
@@ -131,6 +133,14 @@ class ServiceTimeoutError(ServiceError, builtins.TimeoutError):
 
     def __init__(self, message: str, *, transcript_id: str | None = None, **kwargs) -> None:
         self.transcript_id = transcript_id
+        super().__init__(message, **kwargs)
+
+
+class ModelNotFoundError(ServiceError):
+    """The service has no model by that name; the message says how to choose one."""
+
+    def __init__(self, message: str, *, model: str | None = None, **kwargs) -> None:
+        self.model = model
         super().__init__(message, **kwargs)
 
 

@@ -58,7 +58,7 @@ class Simulator:
         ttft: float = 0.05,
         token_rate: float = 200.0,
         context_window: int = 128_000,
-        openai_key: str = OPENAI_KEY,
+        openai_key: str | None = OPENAI_KEY,
     ) -> None:
         self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
         self.registry = Registry()
@@ -100,8 +100,11 @@ class Simulator:
 
     def env(self) -> dict[str, str]:
         """The environment variables that point voicenb (and the vendors' SDKs) here."""
-        return {"ASSEMBLYAI_BASE_URL": self.url, "ASSEMBLYAI_API_KEY": self.assemblyai.key,
-                "OPENAI_BASE_URL": f"{self.url}/v1", "OPENAI_API_KEY": self.openai.key}
+        env = {"ASSEMBLYAI_BASE_URL": self.url, "ASSEMBLYAI_API_KEY": self.assemblyai.key,
+               "OPENAI_BASE_URL": f"{self.url}/v1"}
+        if self.openai.key is not None:
+            env["OPENAI_API_KEY"] = self.openai.key
+        return env
 
     # -- knobs -------------------------------------------------------------------------------
 
@@ -148,6 +151,8 @@ def running(**knobs: Any) -> Iterator[Simulator]:
     """Run the simulators for a ``with`` block, with the base-URL and key variables set."""
     sim = Simulator(**knobs).start()
     saved = {name: os.environ.get(name) for name in ENV_VARS}
+    for name in ENV_VARS:
+        os.environ.pop(name, None)
     os.environ.update(sim.env())
     try:
         yield sim

@@ -63,7 +63,7 @@ def tokens_of(text: str) -> list[str]:
 
 
 class OpenAIService:
-    def __init__(self, app: App, registry: Registry, *, key: str, ttft: float,
+    def __init__(self, app: App, registry: Registry, *, key: str | None, ttft: float,
                  token_rate: float, context_window: int) -> None:
         self.app = app
         self.registry = registry
@@ -76,6 +76,8 @@ class OpenAIService:
         app.route("POST", "/v1/audio/transcriptions", self.transcriptions)
 
     def _auth(self, request: Request) -> Response | None:
+        if self.key is None:  # like a local server (Ollama, llama.cpp): no key needed
+            return None
         token = request.headers.get("Authorization", "")
         if token != f"Bearer {self.key}":
             return openai_error(401, "Incorrect API key provided. You can find your API key at "

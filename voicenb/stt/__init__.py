@@ -11,28 +11,39 @@ from .._errors import ConfigError
 from ..audio import AudioLike
 from .assemblyai import AssemblyAI
 from .base import Transcript
+from .openai import OpenAITranscriber
 
-__all__ = ["Transcript", "AssemblyAI", "transcribe", "transcribe_many"]
+__all__ = ["Transcript", "AssemblyAI", "OpenAITranscriber", "transcribe", "transcribe_many"]
 
-BACKENDS = ("assemblyai",)
+BACKENDS = ("assemblyai", "openai")
 
-_clients: dict[tuple, AssemblyAI] = {}
+_clients: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
 
 
-def _client(backend: str | None, settings: Settings | None, api_key: str | None) -> AssemblyAI:
-    cfg = resolve(settings, assemblyai_api_key=api_key, stt=backend)
+def _client(backend: str | None, settings: Settings | None, api_key: str | None
+            ) -> AssemblyAI | OpenAITranscriber:
+    cfg = resolve(settings, stt=backend)
     if cfg.stt not in BACKENDS:
         raise ConfigError(
             f"Unknown speech-to-text backend {cfg.stt!r}. Choose one of: {', '.join(BACKENDS)} "
             "(backend= argument, Settings(stt=...) or VOICENB_STT).")
+    if cfg.stt == "openai":
+        cfg = cfg.replace(openai_api_key=api_key)
+        key = (cfg.stt, cfg.openai_api_key, cfg.openai_base_url, cfg.read_timeout,
+               cfg.max_retries)
+        factory = lambda: OpenAITranscriber(settings=cfg)  # noqa: E731
+    else:
+        cfg = cfg.replace(assemblyai_api_key=api_key)
+        key = (cfg.stt, cfg.assemblyai_api_key, cfg.assemblyai_base_url, cfg.connect_timeout,
+               cfg.read_timeout, cfg.max_retries, cfg.backoff, cfg.max_retry_after,
+               cfg.poll_timeout)
+        factory = lambda: AssemblyAI(settings=cfg)  # noqa: E731
     # One client per key and URL, so its connection pool and its learned poll timing are reused.
-    key = (cfg.stt, cfg.assemblyai_api_key, cfg.assemblyai_base_url, cfg.connect_timeout,
-           cfg.read_timeout, cfg.max_retries, cfg.backoff, cfg.max_retry_after, cfg.poll_timeout)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = AssemblyAI(settings=cfg)
+            client = _clients[key] = factory()
         return client
 
 
@@ -49,9 +60,11 @@ def transcribe(
     >>> vnb.transcribe("question.wav").text         # doctest: +SKIP
     'What is the capital of France?'
 
-    ``options`` go to the service as they are (e.g. ``language_code="de"``,
-    ``speech_models=["universal-2"]``). Raises :class:`AudioError` for unusable audio and
-    :class:`TranscriptionError` when the service fails the transcript.
+    ``backend`` is ``"assemblyai"`` (default, or ``VOICENB_STT``) or ``"openai"`` (Whisper:
+    ``model="whisper-1"`` or ``"gpt-4o-mini-transcribe"``). Other ``options`` go to the
+    service as they are (e.g. ``language_code="de"`` for AssemblyAI). Raises
+    :class:`AudioError` for unusable audio and :class:`TranscriptionError` when the service
+    fails the transcript.
     """
     return _client(backend, settings, api_key).transcribe(audio, **options)
 

@@ -30,7 +30,7 @@ from .._errors import (
 )
 from .._http import HttpClient, field
 from ..audio import ASSEMBLYAI_MAX_BYTES, Audio, AudioLike, as_audio
-from .base import Transcript
+from .base import Transcript, source_name
 
 #: Models in priority order; AssemblyAI routes to the first one available for the audio.
 DEFAULT_SPEECH_MODELS = ("universal-3-5-pro", "universal-2")
@@ -268,7 +268,7 @@ class AssemblyAI:
                             job = jobs[i] = future.result()
                         except VoicenbError as exc:
                             done(i, Transcript.failed(str(exc), backend=self.backend,
-                                                      source=_name(items[i])))
+                                                      source=source_name(items[i])))
                             continue
                         waiters[i] = _Waiter(self, job.id, job.audio_s, None, job.submitted)
                         heapq.heappush(due, (time.monotonic() + waiters[i].first_delay(), i))
@@ -433,11 +433,3 @@ class _Waiter:
                 "or raise Settings.poll_timeout.",
                 transcript_id=self.id, service="AssemblyAI")
         return min(delay, self.deadline - now)
-
-
-def _name(item: AudioLike) -> str:
-    if isinstance(item, Audio):
-        return item.name
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        return "<bytes>"
-    return str(item)

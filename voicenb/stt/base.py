@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..audio import Audio
+
 
 @dataclass
 class Transcript:
@@ -71,3 +73,12 @@ class Transcript:
 
     def __str__(self) -> str:
         return self.text if self.ok else f"[error] {self.error}"
+
+
+def source_name(item: object) -> str:
+    """How a clip is named in results: its path, or ``<bytes>``."""
+    if isinstance(item, Audio):
+        return item.name
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    return str(item)
