@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from . import batch, upload_memory
+from . import batch, llm_overhead, upload_memory
 from ._common import machine
 
 
@@ -21,10 +21,14 @@ def main(argv: list[str] | None = None) -> None:
         print(batch.report(batch.run(n=4, processing=0.2)))
         print()
         print(upload_memory.report(upload_memory.run(size=4 << 20)))
+        print()
+        print(llm_overhead.report(llm_overhead.run(n=3)))
     else:
         print(batch.report(batch.run(n=40, processing=1.5)))
         print()
         print(upload_memory.report(upload_memory.run(size=1 << 30)))
+        print()
+        print(llm_overhead.report(llm_overhead.run()))
 
 
 if __name__ == "__main__":

@@ -15,3 +15,4 @@ def test_benchmarks_run_and_print_their_ratios():
     assert out.returncode == 0, out.stderr
     assert "ratio voicenb / SDK" in out.stdout
     assert "ratio voicenb / baseline (memory)" in out.stdout
+    assert "ratio vnb.ask / SDK" in out.stdout
