@@ -66,3 +66,38 @@ def test_transcribe_without_a_key_exits_2_with_advice(sample):
     assert out.returncode == 2
     assert "ASSEMBLYAI_API_KEY" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_ask_prints_me_and_bot_lines_and_records_turns(sim_process, samples, tmp_path):
+    home = tmp_path / "home"
+    out = voicenb("ask", str(samples[0]), str(samples[1]), "--session", "cli", "--home",
+                  str(home), env=sim_process)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "Me:  What is the capital of France?"
+    assert lines[1].startswith("Bot: (simulated answer)")
+    assert lines[2] == "Me:  How far away is the moon?"
+    assert "I remember 1 earlier question" in lines[3]
+    history = voicenb("history", "--home", str(home), env=sim_process)
+    assert history.returncode == 0
+    assert "What is the capital of France?" in history.stdout
+    assert history.stdout.count(" ok ") == 2
+
+
+def test_ask_exits_1_when_a_turn_failed(sim_process, sample, tmp_path):
+    out = voicenb("ask", str(sample), "missing.wav", "--home", str(tmp_path / "h"),
+                  env=sim_process)
+    assert out.returncode == 1
+    assert "ERROR (missing.wav): Audio file not found" in out.stdout
+
+
+def test_history_exports_csv(sim_process, sample, tmp_path):
+    home = tmp_path / "home"
+    voicenb("ask", str(sample), "--home", str(home), "--session", "s1", env=sim_process)
+    csv = tmp_path / "out.csv"
+    out = voicenb("history", "--home", str(home), "--session", "s1", "--csv", str(csv),
+                  env=sim_process)
+    assert out.stdout.strip() == f"wrote 1 turns to {csv}"
+    import pandas as pd
+
+    assert pd.read_csv(csv)["transcript"].tolist() == ["What is the capital of France?"]

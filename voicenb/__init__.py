@@ -23,7 +23,9 @@ from ._errors import (
     VoicenbError,
 )
 from .audio import Audio
+from .history import HistoryStore, load_history, plot_latency, summary
 from .llm import Answer, Chat, ask
+from .session import Session, Turn
 from .stt import AssemblyAI, Transcript, transcribe, transcribe_many
 
 __version__ = "0.1.0"
@@ -35,6 +37,12 @@ __all__ = [
     "ask",
     "Chat",
     "Answer",
+    "Session",
+    "Turn",
+    "HistoryStore",
+    "load_history",
+    "summary",
+    "plot_latency",
     "Audio",
     "AssemblyAI",
     "Settings",

@@ -161,6 +161,30 @@ class Audio:
                              source=self.name) from exc
         return bytes(out)
 
+    def is_silent(self, threshold: int = 64) -> bool:
+        """True when no 16 kHz sample rises above ``threshold`` (of 32767, about -54 dBFS):
+        a muted or unplugged microphone, not quiet speech."""
+        import array
+
+        samples = array.array("h", self.pcm16k())
+        return not samples or max(max(samples), -min(samples)) <= threshold
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Copy the audio into ``folder`` as ``<sha256>.<format>`` (once; atomically)."""
+        folder = Path(folder)
+        dest = folder / f"{self.sha256}.{self.format}"
+        if dest.exists() and dest.stat().st_size == self.size:
+            return dest
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(f".{os.getpid()}.part")
+        with self.open() as src, open(tmp, "wb") as out:
+            for block in iter(lambda: src.read(_CHUNK), b""):
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+        return dest
+
     def check_size(self, limit: int, service: str) -> None:
         """Raise :class:`AudioError` before upload when the clip is over ``service``'s limit."""
         if self.size > limit:

@@ -1,4 +1,10 @@
-"""The ``voicenb`` command: ``voicenb transcribe FILE... [--json]``, ``voicenb sim``."""
+"""The ``voicenb`` command.
+
+    voicenb transcribe FILE... [--json]          one line (or JSON object) per file
+    voicenb ask FILE... [--session NAME]         a turn per file: transcript, then answer
+    voicenb history [--session NAME] [--csv PATH]
+    voicenb sim                                  the local simulators (python -m voicenb.sim)
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,56 @@ def _transcribe(args: argparse.Namespace) -> int:
     return 0 if all(t.ok for t in results) else 1
 
 
+def _ask(args: argparse.Namespace) -> int:
+    from .session import Session
+
+    try:
+        session = Session(args.session, home=args.home)
+    except VoicenbError as exc:
+        print(f"voicenb: {exc}", file=sys.stderr)
+        return 2
+
+    def on_status(turn: int, status: str) -> None:
+        if status == "answering":  # the answer streams right after this line
+            print(f"Me:  {session.turn(turn).transcript}")
+            print("Bot: ", end="", flush=True)
+        elif not args.quiet and status in ("uploading", "transcribing"):
+            print(f"[turn {turn}: {status}]", file=sys.stderr)
+
+    failed = 0
+    for path in args.files:
+        try:
+            session.ask_audio(path, stream=True, on_status=on_status)
+        except VoicenbError as exc:
+            failed += 1
+            print(f"ERROR ({path}): {exc}")
+    return 1 if failed else 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from .history import load_history
+
+    try:
+        df = load_history(args.home, args.session)
+    except VoicenbError as exc:
+        print(f"voicenb: {exc}", file=sys.stderr)
+        return 2
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        print(f"wrote {len(df)} turns to {args.csv}")
+        return 0
+    if df.empty:
+        print("no turns yet")
+        return 0
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 200, "display.width", 160,
+                           "display.max_colwidth", 40):
+        print(df[["session", "turn", "started_at", "status", "transcript", "answer", "stt_s",
+                  "llm_s", "total_s"]].to_string(index=False))
+    return 0
+
+
 def _sim(args: argparse.Namespace) -> int:
     from .sim.__main__ import main as sim_main
 
@@ -43,6 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_transcribe)
+    p = sub.add_parser("ask", help="run a turn per audio file: transcribe, then ask the model")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--session", default="default")
+    p.add_argument("--home", default=None, help="data folder (default: VOICENB_HOME or "
+                                                 "./voicenb-data)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no stage messages")
+    p.set_defaults(func=_ask)
+    p = sub.add_parser("history", help="print the history, or export it with --csv")
+    p.add_argument("--session", default=None)
+    p.add_argument("--home", default=None)
+    p.add_argument("--csv", metavar="PATH", default=None)
+    p.set_defaults(func=_history)
     p = sub.add_parser("sim", help="run the local service simulators (python -m voicenb.sim)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_sim)

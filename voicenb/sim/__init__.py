@@ -131,6 +131,10 @@ class Simulator:
         """Transcripts of ``audio`` end with status ``error`` and this message."""
         return self.registry.fail(audio, error)
 
+    def clear_failures(self) -> None:
+        """Undo every :meth:`fail_audio`."""
+        self.registry.clear_failures()
+
     @property
     def stats(self) -> Counter[str]:
         """Counters (0 when absent): requests, uploads, upload_bytes, transcripts, polls,

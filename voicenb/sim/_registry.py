@@ -42,6 +42,10 @@ class Registry:
             self._errors[sha] = error
         return sha
 
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._errors.clear()
+
     def text(self, sha: str) -> str | None:
         with self._lock:
             return self._text.get(sha)

@@ -35,6 +35,7 @@ from .base import Transcript, source_name
 #: Models in priority order; AssemblyAI routes to the first one available for the audio.
 DEFAULT_SPEECH_MODELS = ("universal-3-5-pro", "universal-2")
 TERMINAL_STATUSES = ("completed", "error")
+OnStage = Callable[[str, Any], None]
 #: consecutive failed status checks tolerated while waiting
 MAX_POLL_FAILURES = 3
 #: Files at least this big show an upload progress bar.
@@ -234,7 +235,21 @@ class AssemblyAI:
         Up to ``concurrency`` uploads run at once; every submitted transcript is then polled
         on its own schedule from one loop, so a slow job never holds up a slot.
         """
-        items = list(items)
+        return self._batch(list(items), options, concurrency=concurrency, progress=progress)
+
+    def _batch(
+        self,
+        items: list[AudioLike],
+        options: dict[str, Any],
+        *,
+        concurrency: int = 32,
+        progress: bool = True,
+        resume: list[tuple[str | None, str | None]] | None = None,
+        on_stage: Callable[[int, str, Any], None] | None = None,
+    ) -> list[Transcript]:
+        """:meth:`transcribe_many`, where ``resume[i]`` is ``(upload_url, transcript_id)``
+        already known for item ``i`` and ``on_stage(i, stage, value)`` hears each stage
+        (``uploaded``, ``submitted``, then ``done`` with the Transcript)."""
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}.")
         results: list[Transcript | None] = [None] * len(items)
@@ -245,8 +260,6 @@ class AssemblyAI:
         bar = tqdm(total=len(items), desc="transcribing", unit="clip", disable=not progress)
         starts = ThreadPoolExecutor(min(concurrency, len(items)), thread_name_prefix="voicenb-up")
         checks = ThreadPoolExecutor(min(concurrency, len(items)), thread_name_prefix="voicenb-poll")
-        started: dict[Future, int] = {starts.submit(self._start, item, options): i
-                                      for i, item in enumerate(items)}
         jobs: dict[int, _Job] = {}
         waiters: dict[int, _Waiter] = {}
         checking: dict[Future, int] = {}
@@ -255,7 +268,17 @@ class AssemblyAI:
         def done(i: int, transcript: Transcript) -> None:
             results[i] = transcript
             bar.update(1)
+            if on_stage:
+                on_stage(i, "done", transcript)
 
+        def start(i: int) -> _Job:
+            upload_url, transcript_id = resume[i] if resume else (None, None)
+            return self._start(items[i], options, upload_url=upload_url,
+                               transcript_id=transcript_id,
+                               on_stage=(lambda stage, value: on_stage(i, stage, value))
+                               if on_stage else None)
+
+        started: dict[Future, int] = {starts.submit(start, i): i for i in range(len(items))}
         try:
             while started or checking or due:
                 wake = due[0][0] - time.monotonic() if due else None
@@ -313,16 +336,27 @@ class AssemblyAI:
         heapq.heapify(out)
         return out
 
-    def _start(self, audio: AudioLike, options: dict[str, Any], *, progress: bool = False) -> _Job:
-        """Validate, upload and submit one clip."""
+    def _start(self, audio: AudioLike, options: dict[str, Any], *, progress: bool = False,
+               upload_url: str | None = None, transcript_id: str | None = None,
+               on_stage: OnStage | None = None) -> _Job:
+        """Validate, upload and submit one clip, skipping what ``upload_url`` or
+        ``transcript_id`` say is done already. ``on_stage(stage, value)`` hears
+        ``("uploaded", url)`` and ``("submitted", id)`` as soon as each is known."""
         t0 = time.monotonic()
         audio = as_audio(audio)
         audio_s = audio.duration
-        url = self.upload(audio, progress=progress)
-        t1 = time.monotonic()
-        created = self.submit(url, **options)
-        tid = field(created, "id", self.http.service)
-        return _Job(self, audio, audio_s, tid, t0, t1, time.monotonic())
+        uploaded = None
+        if transcript_id is None:
+            if upload_url is None:
+                upload_url = self.upload(audio, progress=progress)
+                uploaded = time.monotonic()
+                if on_stage:
+                    on_stage("uploaded", upload_url)
+            created = self.submit(upload_url, **options)
+            transcript_id = field(created, "id", self.http.service)
+            if on_stage:
+                on_stage("submitted", transcript_id)
+        return _Job(self, audio, audio_s, transcript_id, t0, uploaded, time.monotonic())
 
 
 @dataclass
@@ -334,15 +368,19 @@ class _Job:
     audio_s: float
     id: str
     started: float
-    uploaded: float
+    uploaded: float | None  # None when an earlier run had uploaded it
     submitted: float
+
+    @property
+    def upload_s(self) -> float | None:
+        return self.uploaded - self.started if self.uploaded is not None else None
 
     def finish(self, data: dict[str, Any], polls: int) -> Transcript:
         end = time.monotonic()
         transcript = Transcript.from_response(
-            data, backend=self.client.backend, audio_s=self.audio_s,
-            upload_s=self.uploaded - self.started, transcribe_s=end - self.uploaded,
-            polls=polls, stt_s=end - self.started, source=self.audio.name)
+            data, backend=self.client.backend, audio_s=self.audio_s, upload_s=self.upload_s,
+            transcribe_s=end - (self.uploaded or self.started), polls=polls,
+            stt_s=end - self.started, source=self.audio.name)
         if not transcript.ok:
             raise TranscriptionError(
                 f"AssemblyAI could not transcribe {self.audio.name!r} (transcript "
@@ -354,8 +392,8 @@ class _Job:
         detail = exc.detail if isinstance(exc, TranscriptionError) else None
         return Transcript.failed(
             detail or str(exc), id=self.id, backend=self.client.backend, audio_s=self.audio_s,
-            upload_s=self.uploaded - self.started, polls=polls,
-            stt_s=time.monotonic() - self.started, source=self.audio.name)
+            upload_s=self.upload_s, polls=polls, stt_s=time.monotonic() - self.started,
+            source=self.audio.name)
 
 
 class _Waiter:

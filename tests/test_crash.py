@@ -1,0 +1,122 @@
+"""Kill -9 in mid-turn, resume in a new process; two processes writing one store at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import voicenb as vnb
+
+TURN = textwrap.dedent("""
+    import sys, voicenb as vnb
+    s = vnb.Session("crash", home=sys.argv[1])
+    s.ask_audio(sys.argv[2])
+""")
+RESUME = textwrap.dedent("""
+    import sys, voicenb as vnb
+    s = vnb.Session("crash", home=sys.argv[1])
+    for t in s.resume(progress=False):
+        print(t.status, t.transcript, sep="|")
+""")
+
+
+def _status(home) -> str | None:
+    try:
+        db = sqlite3.connect(f"file:{home}/history.sqlite?mode=ro", uri=True, timeout=5)
+        row = db.execute("SELECT status FROM turns ORDER BY turn DESC LIMIT 1").fetchone()
+        db.close()
+        return row[0] if row else None
+    except sqlite3.Error:
+        return None
+
+
+def _kill_when(home, sample, status: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", TURN, str(home), str(sample)],
+                            env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 60
+        while _status(home) != status:
+            assert proc.poll() is None, "the turn finished before it could be killed"
+            assert time.monotonic() < deadline, f"never reached {status!r}"
+            time.sleep(0.02)
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def _resume(home) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", RESUME, str(home)], capture_output=True,
+                         text=True, env=os.environ.copy(), timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+@pytest.mark.parametrize("stage,knobs", [
+    ("uploading", {"upload_bandwidth": 20_000}),  # killed mid-upload: resume uploads it
+    ("transcribing", {"processing_fixed": 3.0}),  # resume re-polls the same transcript
+    ("answering", {"ttft": 3.0}),                 # resume only asks the model again
+])
+def test_sigkill_mid_turn_then_resume_in_a_new_process(tmp_path, sample, stage, knobs):
+    home = tmp_path / "home"
+    with vnb.sim.running(**knobs) as sim:
+        _kill_when(home, sample, stage)
+        assert vnb.load_history(str(home))["status"].tolist() == ["interrupted"]
+        sim.assemblyai.upload_bandwidth = None
+        sim.assemblyai.processing_fixed = 0.2
+        sim.openai.ttft = 0.05
+        assert _resume(home) == ["ok|What is the capital of France?"]
+        assert sim.stats["uploads"] == 1  # completed uploads: never a second one
+        assert sim.stats["transcripts"] == 1
+    df = vnb.load_history(str(home))
+    assert df["status"].tolist() == ["ok"] and df["answer"].iloc[0].startswith("(simulated")
+
+
+WRITER = textwrap.dedent("""
+    import sys, voicenb as vnb
+    store = vnb.HistoryStore(sys.argv[1])
+    for i in range(int(sys.argv[3])):
+        n = store.start_turn(sys.argv[2], status="transcribing", audio_path=f"{i}.wav")
+        store.update(sys.argv[2], n, status="answering", transcript=f"t{i}",
+                     upload_url="http://x")
+        store.update(sys.argv[2], n, status="ok", answer=f"a{i}", total_s=0.1)
+""")
+
+
+@pytest.mark.parametrize("same_session", [False, True])
+def test_two_processes_writing_one_store_lose_nothing(tmp_path, same_session):
+    home, n = tmp_path / "home", 500
+    names = ["one", "one"] if same_session else ["one", "two"]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(home), name, str(n)],
+                              stderr=subprocess.PIPE, text=True) for name in names]
+    errors = [p.communicate(timeout=240)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert not any("locked" in e for e in errors)
+    df = vnb.load_history(str(home))
+    assert len(df) == 2 * n
+    assert (df["status"] == "ok").all()
+    assert not df.duplicated(["session", "turn"]).any()
+
+
+def test_two_sessions_in_two_processes_against_the_simulator(tmp_path, samples):
+    home = tmp_path / "home"
+    script = textwrap.dedent("""
+        import sys, voicenb as vnb
+        vnb.Session(sys.argv[2], home=sys.argv[1]).ask_many(
+            [p for p in vnb.sim.samples()] * 5, progress=False)
+    """)
+    with vnb.sim.running():
+        procs = [subprocess.Popen([sys.executable, "-c", script, str(home), name],
+                                  stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+        errors = [p.communicate(timeout=240)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    df = vnb.load_history(str(home))
+    assert df.groupby("session").size().to_dict() == {"a": 15, "b": 15}
+    assert (df["status"] == "ok").all()

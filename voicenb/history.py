@@ -1,0 +1,399 @@
+"""The durable history: one row per turn in SQLite (WAL), loaded as a pandas DataFrame.
+
+A row is written when a turn starts and updated at every stage, so a crash, a kill or a
+failed request never loses a turn. Rows whose process died mid-turn read as
+``interrupted``. Several processes can write one store at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ._config import Settings, resolve
+from ._errors import ConfigError, redact
+
+SCHEMA_VERSION = 1
+
+#: The history schema of DESIGN.md: table and DataFrame columns, in this order.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("session", "TEXT NOT NULL"),
+    ("turn", "INTEGER NOT NULL"),
+    ("started_at", "REAL"),
+    ("status", "TEXT NOT NULL"),
+    ("error", "TEXT"),
+    ("audio_path", "TEXT"),
+    ("audio_s", "REAL"),
+    ("audio_sha256", "TEXT"),
+    ("stt_backend", "TEXT"),
+    ("transcript_id", "TEXT"),
+    ("transcript", "TEXT"),
+    ("confidence", "REAL"),
+    ("upload_s", "REAL"),
+    ("transcribe_s", "REAL"),
+    ("polls", "INTEGER"),
+    ("stt_s", "REAL"),
+    ("llm_model", "TEXT"),
+    ("prompt", "TEXT"),
+    ("answer", "TEXT"),
+    ("ttft_s", "REAL"),
+    ("llm_s", "REAL"),
+    ("prompt_tokens", "INTEGER"),
+    ("completion_tokens", "INTEGER"),
+    ("total_s", "REAL"),
+)
+NAMES = tuple(name for name, _ in COLUMNS)
+FLOATS = tuple(n for n, t in COLUMNS if t.startswith("REAL") and n != "started_at")
+INTS = ("polls", "prompt_tokens", "completion_tokens")
+STRINGS = tuple(n for n, t in COLUMNS if t.startswith("TEXT"))
+
+#: A turn still in one of these stages is in progress (or was, if its process died).
+STAGES = ("started", "uploading", "transcribing", "answering")
+FINAL = ("ok", "error", "interrupted")
+
+_STATE = ("upload_url", "owner", "updated_at")
+
+
+def _owner() -> str:
+    """This process, so that others can tell whether it is still alive."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "?"
+
+
+def _alive(owner: str | None) -> bool:
+    """False when ``owner`` names a process of this host that no longer runs."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return True  # can't tell from here; see the age check
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return started in ("?", _start_time(pid))
+
+
+class HistoryStore:
+    """``<home>/history.sqlite``: append and update turns, read them back.
+
+    >>> store = HistoryStore("voicenb-data")                # doctest: +SKIP
+    >>> store.dataframe(session="demo")                     # doctest: +SKIP
+    """
+
+    #: turns of another host untouched for this long are taken as interrupted
+    STALE_S = 6 * 3600
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, *,
+                 settings: Settings | None = None) -> None:
+        self.home = Path(home if home is not None else resolve(settings).home).expanduser()
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            (self.home / "audio").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"Cannot create the voicenb data folder {str(self.home)!r}: "
+                              f"{exc.strerror or exc}. Pass home= or set VOICENB_HOME.") from exc
+        self.path = self.home / "history.sqlite"
+        self.audio_dir = self.home / "audio"
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 60000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"HistoryStore({str(self.home)!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{self.path} was written by a newer voicenb (schema {version}); upgrade "
+                    "voicenb (pip install -U voicenb) to read it.")
+            if version < 1:
+                cols = ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
+                db.execute(f"CREATE TABLE IF NOT EXISTS turns ({cols}, "
+                           "PRIMARY KEY (session, turn))")
+                db.execute("CREATE TABLE IF NOT EXISTS turn_state (session TEXT NOT NULL, "
+                           "turn INTEGER NOT NULL, upload_url TEXT, owner TEXT, updated_at REAL, "
+                           "PRIMARY KEY (session, turn))")
+                db.execute("CREATE INDEX IF NOT EXISTS turns_status ON turns (status)")
+            # Later schema changes go here: `if version < 2: ALTER TABLE ...`.
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    class _Txn:
+        def __init__(self, store: HistoryStore) -> None:
+            self.store = store
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.store._lock.acquire()
+            try:
+                self.store._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.store._lock.release()
+                raise
+            return self.store._db
+
+        def __exit__(self, exc_type: Any, *_: Any) -> None:
+            try:
+                self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.store._lock.release()
+
+    def _write(self) -> HistoryStore._Txn:
+        """A short write transaction; BEGIN IMMEDIATE so concurrent writers queue, not fail."""
+        return HistoryStore._Txn(self)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def start_turn(self, session: str, **fields: Any) -> int:
+        """Insert a new turn with the next number for ``session``; return the number."""
+        fields = _clean(fields)
+        fields.setdefault("status", "started")
+        fields.setdefault("started_at", time.time())
+        with self._write() as db:
+            turn = db.execute("SELECT COALESCE(MAX(turn), 0) + 1 FROM turns WHERE session = ?",
+                              (session,)).fetchone()[0]
+            names = ["session", "turn", *fields]
+            db.execute(f"INSERT INTO turns ({', '.join(names)}) VALUES "
+                       f"({', '.join('?' * len(names))})", (session, turn, *fields.values()))
+            db.execute("INSERT OR REPLACE INTO turn_state (session, turn, owner, updated_at) "
+                       "VALUES (?, ?, ?, ?)", (session, turn, _owner(), time.time()))
+        return turn
+
+    def update(self, session: str, turn: int, *, upload_url: str | None = None,
+               **fields: Any) -> None:
+        """Set columns of one turn (and, with ``upload_url``, where its audio was uploaded);
+        this process becomes the turn's owner."""
+        fields = _clean(fields)
+        with self._write() as db:
+            if fields:
+                sets = ", ".join(f"{name} = ?" for name in fields)
+                db.execute(f"UPDATE turns SET {sets} WHERE session = ? AND turn = ?",
+                           (*fields.values(), session, turn))
+            db.execute("INSERT INTO turn_state (session, turn, owner, updated_at) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT (session, turn) DO UPDATE SET "
+                       "owner = excluded.owner, updated_at = excluded.updated_at",
+                       (session, turn, _owner(), time.time()))
+            if upload_url is not None:
+                db.execute("UPDATE turn_state SET upload_url = ? WHERE session = ? AND turn = ?",
+                           (upload_url, session, turn))
+
+    def mark_interrupted(self) -> int:
+        """Turns in a stage whose process is gone become ``interrupted``; return how many."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT t.session, t.turn, s.owner, s.updated_at FROM turns t LEFT JOIN "
+                f"turn_state s USING (session, turn) WHERE t.status IN "
+                f"({', '.join('?' * len(STAGES))})", STAGES).fetchall()
+        now = time.time()
+        dead = [(session, turn) for session, turn, owner, updated in rows
+                if not _alive(owner) or (updated is not None and now - updated > self.STALE_S)]
+        if dead:
+            with self._write() as db:
+                db.executemany(
+                    "UPDATE turns SET status = 'interrupted', error = COALESCE(error, "
+                    "'The process running this turn stopped before it finished; "
+                    "Session.resume() finishes it.') WHERE session = ? AND turn = ? AND "
+                    f"status IN ({', '.join('?' * len(STAGES))})",
+                    [(s, t, *STAGES) for s, t in dead])
+        return len(dead)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, session: str, turn: int) -> dict[str, Any] | None:
+        """One turn as a dict of the schema's columns plus ``upload_url``."""
+        rows = self.rows(session=session, turns=[turn])
+        return rows[0] if rows else None
+
+    def rows(self, session: str | None = None, *, statuses: Sequence[str] | None = None,
+             turns: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        where, params = _where(session, statuses, turns)
+        with self._lock:
+            cursor = self._db.execute(
+                f"SELECT {', '.join('t.' + n for n in NAMES)}, s.upload_url FROM turns t "
+                f"LEFT JOIN turn_state s USING (session, turn) {where} ORDER BY t.session, t.turn",
+                params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def sessions(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT DISTINCT session FROM turns ORDER BY session")]
+
+    def dataframe(self, session: str | None = None) -> pd.DataFrame:
+        """The history as a DataFrame: the schema's columns in order, one row per turn,
+        ``started_at`` tz-aware UTC, seconds as floats, token counts as nullable ints."""
+        self.mark_interrupted()
+        where, params = _where(session, None, None)
+        with self._lock:
+            cursor = self._db.execute(
+                f"SELECT {', '.join('t.' + n for n in NAMES)} FROM turns t {where} "
+                "ORDER BY t.session, t.turn", params)
+            rows = cursor.fetchall()
+        return to_frame(rows)
+
+
+def to_frame(rows: list[tuple]) -> pd.DataFrame:
+    """Rows of the schema's columns -> the typed DataFrame."""
+    df = pd.DataFrame.from_records(rows, columns=list(NAMES), coerce_float=True)
+    df["started_at"] = pd.to_datetime(df["started_at"].astype("float64"), unit="s", utc=True)
+    df["turn"] = df["turn"].astype("Int64")
+    for name in INTS:
+        df[name] = df[name].astype("Int64")
+    for name in FLOATS:
+        df[name] = df[name].astype("float64")
+    for name in STRINGS:
+        df[name] = df[name].astype("string")
+    return df
+
+
+def _where(session: str | None, statuses: Sequence[str] | None,
+           turns: Iterable[int] | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if session is not None:
+        clauses.append("t.session = ?")
+        params.append(session)
+    if statuses:
+        clauses.append(f"t.status IN ({', '.join('?' * len(statuses))})")
+        params += list(statuses)
+    if turns is not None:
+        turns = list(turns)
+        clauses.append(f"t.turn IN ({', '.join('?' * len(turns))})")
+        params += turns
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _clean(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - set(NAMES)
+    if unknown:
+        raise ValueError(f"not history columns: {sorted(unknown)}")
+    return {k: (redact(v) if isinstance(v, str) else v) for k, v in fields.items()}
+
+
+def load_history(home: str | os.PathLike[str] | None = None,
+                 session: str | None = None) -> pd.DataFrame:
+    """All turns of every session under ``home`` (or of one ``session``) as a DataFrame.
+
+    >>> df = vnb.load_history()                       # doctest: +SKIP
+    >>> df.groupby("session").total_s.median()        # doctest: +SKIP
+    """
+    store = HistoryStore(home)
+    try:
+        return store.dataframe(session)
+    finally:
+        store.close()
+
+
+# -- analysis ---------------------------------------------------------------------------------
+
+#: per-stage latency columns, in the order a turn goes through them
+LATENCIES = ("upload_s", "transcribe_s", "stt_s", "ttft_s", "llm_s", "total_s")
+
+
+class Summary:
+    """:func:`summary`'s result: ``latency`` (p50/p90/max per stage), ``by_status`` (counts)
+    and ``tokens`` (totals and per-turn means)."""
+
+    def __init__(self, latency: pd.DataFrame, by_status: pd.Series, tokens: pd.DataFrame,
+                 turns: int) -> None:
+        self.latency, self.by_status, self.tokens, self.turns = latency, by_status, tokens, turns
+
+    def __repr__(self) -> str:
+        return (f"{self.turns} turns\n\nlatency (s)\n{self.latency.round(3).to_string()}\n\n"
+                f"by status\n{self.by_status.to_string()}\n\ntokens\n"
+                f"{self.tokens.to_string()}")
+
+    def _repr_html_(self) -> str:  # pandas escapes cell text
+        return (f"<p>{self.turns} turns</p><h4>latency (s)</h4>{self.latency.round(3).to_html()}"
+                f"<h4>by status</h4>{self.by_status.to_frame().to_html()}"
+                f"<h4>tokens</h4>{self.tokens.to_html()}")
+
+
+def summary(df: pd.DataFrame) -> Summary:
+    """Per-stage latency p50/p90/max, turns by status, and token use of a history DataFrame.
+
+    >>> vnb.summary(session.history).latency          # doctest: +SKIP
+    """
+    _require_columns(df)
+    stages = df[list(LATENCIES)].astype("float64")
+    latency = pd.DataFrame({
+        "count": stages.count(),
+        "p50": stages.quantile(0.5),
+        "p90": stages.quantile(0.9),
+        "max": stages.max(),
+        "mean": stages.mean(),
+    })
+    by_status = df["status"].astype("object").value_counts().rename("turns")
+    tokens = pd.DataFrame({
+        "total": [df["prompt_tokens"].sum(), df["completion_tokens"].sum()],
+        "mean per turn": [df["prompt_tokens"].astype("float64").mean(),
+                          df["completion_tokens"].astype("float64").mean()],
+    }, index=["prompt_tokens", "completion_tokens"])
+    return Summary(latency, by_status, tokens, len(df))
+
+
+def plot_latency(df: pd.DataFrame, ax: Any = None) -> Any:
+    """A stacked bar per turn: upload, transcription, time to first token, rest of the answer.
+
+    Returns the matplotlib Axes.
+    """
+    _require_columns(df)
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6.0, min(0.35 * len(df), 16.0)), 3.5))
+    f = df[list(LATENCIES)].astype("float64").fillna(0.0)
+    parts = pd.DataFrame({
+        "upload": f["upload_s"],
+        "transcription": (f["stt_s"] - f["upload_s"]).clip(lower=0),
+        "time to first token": f["ttft_s"],
+        "rest of the answer": (f["llm_s"] - f["ttft_s"]).clip(lower=0),
+    })
+    labels = [f"{s} #{t}" if df["session"].nunique() > 1 else f"#{t}"
+              for s, t in zip(df["session"], df["turn"])]
+    bottom = pd.Series(0.0, index=parts.index)
+    for name in parts:
+        ax.bar(range(len(parts)), parts[name], bottom=bottom, label=name)
+        bottom = bottom + parts[name]
+    ax.set_xticks(range(len(parts)), labels, rotation=90 if len(parts) > 12 else 0)
+    ax.set_ylabel("seconds")
+    ax.set_title("latency per turn")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def _require_columns(df: pd.DataFrame) -> None:
+    missing = [c for c in NAMES if c not in df.columns]
+    if missing:
+        raise ConfigError(f"This is not a voicenb history DataFrame (missing {missing[:3]}); "
+                          "pass session.history or vnb.load_history().")
