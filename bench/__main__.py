@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from . import batch, llm_overhead, upload_memory
+from . import batch, history_load, llm_overhead, upload_memory
 from ._common import machine
 
 
@@ -23,12 +23,16 @@ def main(argv: list[str] | None = None) -> None:
         print(upload_memory.report(upload_memory.run(size=4 << 20)))
         print()
         print(llm_overhead.report(llm_overhead.run(n=3)))
+        print()
+        print(history_load.report(history_load.run(n=1000, repeat=1)))
     else:
         print(batch.report(batch.run(n=40, processing=1.5)))
         print()
         print(upload_memory.report(upload_memory.run(size=1 << 30)))
         print()
         print(llm_overhead.report(llm_overhead.run()))
+        print()
+        print(history_load.report(history_load.run()))
 
 
 if __name__ == "__main__":

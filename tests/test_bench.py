@@ -16,3 +16,4 @@ def test_benchmarks_run_and_print_their_ratios():
     assert "ratio voicenb / SDK" in out.stdout
     assert "ratio voicenb / baseline (memory)" in out.stdout
     assert "ratio vnb.ask / SDK" in out.stdout
+    assert "ratio voicenb / read_sql_query" in out.stdout

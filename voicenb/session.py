@@ -158,6 +158,15 @@ class Session:
         """This session's turns as a DataFrame (the history schema)."""
         return self.store.dataframe(self.name)
 
+    def recorder(self, *, show_turns: int = 5) -> Any:
+        """The notebook widget: each recording becomes a turn, the answer streams in.
+
+        >>> s.recorder()                       # doctest: +SKIP
+        """
+        from .widgets import Recorder
+
+        return Recorder(self, show_turns=show_turns)
+
     def turn(self, number: int) -> Turn:
         row = self.store.get(self.name, number)
         if row is None:

@@ -12,7 +12,7 @@ AssemblyAI knobs: processing time (``processing_fixed + processing_factor * audi
 concurrency limit (excess jobs stay ``queued``), upload bandwidth, and injected faults, one at
 a time with :meth:`Simulator.inject` or at random with ``fault_rate``. Transcripts come from
 a registry (sha256 of the audio -> text; :func:`samples` ship with theirs); anything else is
-answered with a text that says it is simulated. OpenAI knobs: ``ttft`` (seconds to the first
+answered with a text that says it is simulated (``unknown_text=`` changes it). OpenAI knobs: ``ttft`` (seconds to the first
 token), ``token_rate`` (tokens a second) and ``context_window`` (tokens); answers are
 deterministic and begin "(simulated answer)".
 """
@@ -59,9 +59,10 @@ class Simulator:
         token_rate: float = 200.0,
         context_window: int = 128_000,
         openai_key: str | None = OPENAI_KEY,
+        unknown_text: str | None = None,
     ) -> None:
         self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
-        self.registry = Registry()
+        self.registry = Registry(unknown_text)
         self.registry.load_dir(SAMPLES)
         self.assemblyai = AssemblyAIService(
             self.app, self.registry, key=assemblyai_key, processing_fixed=processing_fixed,

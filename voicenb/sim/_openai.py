@@ -173,8 +173,7 @@ class OpenAIService:
                                 "invalid_request_error")
         time.sleep(self.ttft)
         self.app.count("audio_transcriptions")
-        text = self.registry.text(audio.sha256) or (
-            f"(simulated transcript of {seconds:.1f} seconds of unregistered audio)")
+        text = self.registry.hear(audio.sha256, seconds)
         fmt = fields.get("response_format", "json")
         if fmt == "text":
             return Response(200, text + "\n", content_type="text/plain")

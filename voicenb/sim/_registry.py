@@ -15,7 +15,10 @@ SAMPLES = Path(__file__).with_name("samples")
 class Registry:
     """Known clips and their text; sample audio ships with its text in ``samples.json``."""
 
-    def __init__(self) -> None:
+    def __init__(self, unknown_text: str | None = None) -> None:
+        #: what unregistered audio is heard as; ``{seconds}`` is replaced by its length
+        self.unknown_text = unknown_text or (
+            "(simulated transcript of {seconds:.1f} seconds of unregistered audio)")
         self._text: dict[str, str] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -49,6 +52,12 @@ class Registry:
     def text(self, sha: str) -> str | None:
         with self._lock:
             return self._text.get(sha)
+
+    def hear(self, sha: str, seconds: float) -> str:
+        """The registered text, or the text for unregistered audio."""
+        text = self.text(sha)
+        return text if text is not None else self.unknown_text.replace(
+            "{seconds:.1f}", f"{seconds:.1f}")
 
     def error(self, sha: str) -> str | None:
         with self._lock:

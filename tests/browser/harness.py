@@ -1,0 +1,89 @@
+"""A real JupyterLab / Notebook 7 server and headless Debian Chromium, for the browser tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Jupyter:
+    def __init__(self, root: Path, env: dict[str, str], log: Path) -> None:
+        self.root, self.log = root, log
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        jupyter = Path(sys.executable).with_name("jupyter")
+        self.proc = subprocess.Popen(
+            [str(jupyter), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+             "--allow-root", f"--IdentityProvider.token={self.token}",
+             f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False"],
+            stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=root)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/status?token={self.token}",
+                                            timeout=2) as r:
+                    json.load(r)
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"Jupyter did not start; see {log}")
+                time.sleep(0.3)
+
+    def lab(self, notebook: str) -> str:
+        return f"{self.url}/lab/tree/{notebook}?token={self.token}&reset"
+
+    def notebook7(self, notebook: str) -> str:
+        return f"{self.url}/notebooks/{notebook}?token={self.token}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
+@contextmanager
+def chromium(fake_audio: Path) -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=[*FLAGS, f"--use-file-for-fake-audio-capture={fake_audio}"])
+        try:
+            yield browser
+        finally:
+            browser.close()
