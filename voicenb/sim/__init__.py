@@ -19,6 +19,7 @@ deterministic and begin "(simulated answer)".
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections import Counter
@@ -26,13 +27,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .._config import DEFAULT_OPENAI_BASE_URL, Settings
 from ..audio import AudioLike
 from ._assemblyai import AssemblyAIService, Job
 from ._openai import OpenAIService
 from ._registry import SAMPLES, Registry, samples
 from ._server import FAULT_KINDS, App, Fault, _Server
 
-__all__ = ["Simulator", "running", "samples", "Fault", "FAULT_KINDS", "ENV_VARS"]
+__all__ = ["Simulator", "running", "auto", "samples", "Fault", "FAULT_KINDS", "ENV_VARS"]
 
 ASSEMBLYAI_KEY = "sim-assemblyai-key"
 OPENAI_KEY = "sim-openai-key"
@@ -168,3 +170,50 @@ def running(**knobs: Any) -> Iterator[Simulator]:
             else:
                 os.environ[name] = value
         sim.stop()
+
+
+_auto: Simulator | None = None
+
+
+def auto(*, samples: str | os.PathLike[str] | None = None, **knobs: Any) -> Simulator | None:
+    """Use the real services where keys are set; start the simulators for the rest, and say so.
+
+    For notebooks: with ``ASSEMBLYAI_API_KEY`` and ``OPENAI_API_KEY`` set (environment or
+    ``.env``) nothing is started and ``None`` returned. Otherwise the simulators run for the
+    rest of the process, the missing service's variables point at them, and a message says
+    plainly which answers are simulated and how to switch. ``samples`` names a folder with a
+    ``samples.json`` (file -> text) whose clips the simulators should know.
+    """
+    global _auto
+    cfg = Settings().resolved()
+    simulate_stt = not cfg.assemblyai_api_key
+    simulate_llm = not cfg.openai_api_key and (
+        cfg.openai_base_url or DEFAULT_OPENAI_BASE_URL).rstrip("/") == DEFAULT_OPENAI_BASE_URL
+    if _auto is not None and _auto._server is not None:  # started by an earlier call
+        if samples:
+            _auto.registry.load_dir(samples)
+        return _auto
+    if not (simulate_stt or simulate_llm):
+        print("voicenb: using the real services (AssemblyAI and OpenAI) with your keys.")
+        return None
+    sim = _auto = Simulator(**knobs).start()
+    atexit.register(sim.stop)
+    if samples:
+        sim.registry.load_dir(samples)
+    env = sim.env()
+    simulated = []
+    if simulate_stt:
+        os.environ["ASSEMBLYAI_BASE_URL"] = env["ASSEMBLYAI_BASE_URL"]
+        os.environ["ASSEMBLYAI_API_KEY"] = env["ASSEMBLYAI_API_KEY"]
+        simulated.append(("ASSEMBLYAI_API_KEY", "transcripts"))
+    if simulate_llm:
+        os.environ["OPENAI_BASE_URL"] = env["OPENAI_BASE_URL"]
+        os.environ["OPENAI_API_KEY"] = env["OPENAI_API_KEY"]
+        simulated.append(("OPENAI_API_KEY", "answers"))
+    names = " and ".join(n for n, _ in simulated)
+    what = " and ".join(w for _, w in simulated)
+    print(f"voicenb: no {names} found, so {what} are SIMULATED by voicenb's local simulator "
+          f"at {sim.url} (no real service is called).\n"
+          f"To use the real services, set {names} in the environment or in a .env file next "
+          "to this notebook, then restart the kernel.")
+    return sim

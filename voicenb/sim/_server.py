@@ -270,3 +270,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-request is normal here (timeouts, injected faults); the
+        # default would print a traceback into whatever notebook cell runs the simulator.
+        log.debug("request from %s failed", client_address, exc_info=True)
