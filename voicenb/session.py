@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -24,6 +25,7 @@ from .llm import Chat
 from .stt import _client as stt_client
 from .stt.assemblyai import AssemblyAI
 from .stt.base import Transcript, source_name
+from .stt.local import auto_backend
 
 NO_SPEECH = ("No speech detected: {why}. Check that the microphone is on and not muted, then "
              "record again. Nothing was sent to the model.")
@@ -106,6 +108,9 @@ class Session:
 
     Data lives in ``./voicenb-data`` unless ``home=`` or ``VOICENB_HOME`` says otherwise.
     ``prompt_template`` turns the transcript into the prompt (``"{transcript}"``).
+    ``stt="auto"`` picks the speech-to-text backend from the keys and engines available, and
+    the history records the one used. ``speak=True`` (or a speech backend such as
+    ``"espeak"``) reads each ``ask_audio`` answer aloud (see :func:`voicenb.speak`).
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class Session:
         settings: Settings | None = None,
         max_history: int = 20,
         stt_options: dict[str, Any] | None = None,
+        speak: bool | str = False,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigError("A session needs a name, e.g. Session('demo').")
@@ -132,6 +138,7 @@ class Session:
         self.prompt_template = prompt_template
         self.max_history = max_history
         self.stt_options = dict(stt_options or {})
+        self.speak = speak
         self.store = HistoryStore(self.settings.home)
         self._chat: Chat | None = None
         self._lock = threading.RLock()  # one turn's answer at a time keeps memory in order
@@ -195,7 +202,10 @@ class Session:
         except BaseException as exc:
             self._fail(work.turn, exc, on_status)
             raise
-        return self.turn(work.turn)
+        turn = self.turn(work.turn)
+        if self.speak and turn.answer:
+            self._say(turn.answer)
+        return turn
 
     def ask_many(self, items: Iterable[AudioLike], *, concurrency: int = 32,
                  progress: bool = True) -> list[Turn]:
@@ -246,10 +256,25 @@ class Session:
         return _Work(number, Audio(saved, name=audio.name), t0=t0), None
 
     def _backend(self) -> str:
+        if self.settings.stt == "auto":  # decided once, so the history names the real one
+            try:
+                self.settings = self.settings.replace(stt=auto_backend(self.settings))
+            except ConfigError:
+                return "auto"  # the turn fails at transcription, with the options listed
         return self.settings.stt or "assemblyai"
 
     def _stt(self) -> Any:
-        return stt_client(self.settings.stt, self.settings, None)
+        return stt_client(self._backend(), self.settings, None)
+
+    def _say(self, text: str) -> None:
+        from .tts import play, speak
+
+        backend = self.speak if isinstance(self.speak, str) else None
+        try:
+            play(speak(text, backend=backend, settings=self.settings))
+        except VoicenbError as exc:
+            warnings.warn(f"The answer is recorded but could not be spoken: {exc}",
+                          RuntimeWarning, stacklevel=3)
 
     def _update(self, turn: int, **fields: Any) -> None:
         self.store.update(self.name, turn, **fields)

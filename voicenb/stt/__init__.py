@@ -11,24 +11,34 @@ from .._errors import ConfigError
 from ..audio import AudioLike
 from .assemblyai import AssemblyAI
 from .base import Transcript
+from .local import SphinxTranscriber, WhisperTranscriber, auto_backend, whisper_model_name
 from .openai import OpenAITranscriber
 
-__all__ = ["Transcript", "AssemblyAI", "OpenAITranscriber", "transcribe", "transcribe_many"]
+__all__ = ["Transcript", "AssemblyAI", "OpenAITranscriber", "SphinxTranscriber",
+           "WhisperTranscriber", "transcribe", "transcribe_many"]
 
-BACKENDS = ("assemblyai", "openai")
+BACKENDS = ("assemblyai", "openai", "sphinx", "whisper", "auto")
 
 _clients: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
 
 
 def _client(backend: str | None, settings: Settings | None, api_key: str | None
-            ) -> AssemblyAI | OpenAITranscriber:
+            ) -> AssemblyAI | OpenAITranscriber | SphinxTranscriber | WhisperTranscriber:
     cfg = resolve(settings, stt=backend)
     if cfg.stt not in BACKENDS:
         raise ConfigError(
             f"Unknown speech-to-text backend {cfg.stt!r}. Choose one of: {', '.join(BACKENDS)} "
             "(backend= argument, Settings(stt=...) or VOICENB_STT).")
-    if cfg.stt == "openai":
+    if cfg.stt == "auto":
+        cfg = cfg.replace(stt=auto_backend(cfg.replace(assemblyai_api_key=api_key)))
+    if cfg.stt == "sphinx":
+        key = ("sphinx",)
+        factory = SphinxTranscriber
+    elif cfg.stt == "whisper":
+        key = ("whisper", whisper_model_name())
+        factory = WhisperTranscriber
+    elif cfg.stt == "openai":
         cfg = cfg.replace(openai_api_key=api_key)
         key = (cfg.stt, cfg.openai_api_key, cfg.openai_base_url, cfg.read_timeout,
                cfg.max_retries)
@@ -60,11 +70,13 @@ def transcribe(
     >>> vnb.transcribe("question.wav").text         # doctest: +SKIP
     'What is the capital of France?'
 
-    ``backend`` is ``"assemblyai"`` (default, or ``VOICENB_STT``) or ``"openai"`` (Whisper:
-    ``model="whisper-1"`` or ``"gpt-4o-mini-transcribe"``). Other ``options`` go to the
-    service as they are (e.g. ``language_code="de"`` for AssemblyAI). Raises
-    :class:`AudioError` for unusable audio and :class:`TranscriptionError` when the service
-    fails the transcript.
+    ``backend`` is ``"assemblyai"`` (default, or ``VOICENB_STT``), ``"openai"`` (Whisper:
+    ``model="whisper-1"`` or ``"gpt-4o-mini-transcribe"``), ``"sphinx"`` or ``"whisper"``
+    (on this machine, see :mod:`voicenb.stt.local`) or ``"auto"`` (AssemblyAI if its key,
+    or ``api_key``, is set, else OpenAI if its key is, else a local engine). Other
+    ``options`` go to the service as they are (e.g. ``language_code="de"`` for AssemblyAI).
+    Raises :class:`AudioError` for unusable audio and :class:`TranscriptionError` when the
+    service fails the transcript.
     """
     return _client(backend, settings, api_key).transcribe(audio, **options)
 

@@ -1,0 +1,406 @@
+"""Speech to text on this machine: pocketsphinx (``backend="sphinx"``) and faster-whisper
+(``backend="whisper"``), plus the ``"auto"`` choice between every backend.
+
+Both engines take 16 kHz mono PCM decoded by :meth:`Audio.pcm16k` (PyAV), so a browser's WebM
+works wherever a WAV does. Each is an optional extra; without it the call raises
+:class:`MissingDependencyError` naming the ``pip install``.
+
+pocketsphinx ships its English model in the wheel and needs no network: it is fast but
+inaccurate. faster-whisper is accurate but its model (``VOICENB_WHISPER_MODEL``, default
+``base.en``, or a local directory) is downloaded from Hugging Face on first use; offline and
+uncached, it raises :class:`ConfigError` saying how to get the model onto the machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._config import Settings, _from_environment
+from .._errors import ConfigError, MissingDependencyError, VoicenbError
+from ..audio import Audio, AudioLike, as_audio
+from .base import Transcript, source_name
+
+__all__ = ["SphinxTranscriber", "WhisperTranscriber", "auto_backend", "whisper_model_ready",
+           "whisper_model_name", "locate_whisper_model", "to_float32", "DEFAULT_WHISPER_MODEL"]
+
+log = logging.getLogger("voicenb")
+
+DEFAULT_WHISPER_MODEL = "base.en"
+WHISPER_ENV = "VOICENB_WHISPER_MODEL"
+#: how long to wait for Hugging Face to answer before calling the machine offline
+PROBE_TIMEOUT = 3.0
+_WHISPER_SIZES = {"tiny": 75, "base": 145, "small": 485, "medium": 1500, "large": 3100}
+
+
+def _installed(package: str) -> bool:
+    """Whether an optional package can be imported (tests replace this to simulate absence)."""
+    return importlib.util.find_spec(package) is not None
+
+
+# -- shared by both engines -------------------------------------------------------------------
+
+
+class _LocalTranscriber:
+    backend = ""
+    #: most clips decoded at once by transcribe_many (the engines are CPU-bound)
+    max_workers = 1
+
+    def transcribe(self, audio: AudioLike, *, progress: bool = True,
+                   **options: Any) -> Transcript:
+        """Transcribe one clip on this machine; raises :class:`AudioError` for bad audio."""
+        t0 = time.monotonic()
+        audio = as_audio(audio)
+        audio_s = audio.duration
+        prepared = self._prepare(audio)
+        t1 = time.monotonic()
+        text = self._recognize(prepared, **options)
+        t2 = time.monotonic()
+        return Transcript(text=" ".join(text.split()), backend=self.backend, audio_s=audio_s,
+                          transcribe_s=t2 - t1, stt_s=t2 - t0, source=audio.name)
+
+    def transcribe_many(self, items: Iterable[AudioLike], *, concurrency: int = 4,
+                        progress: bool = True, **options: Any) -> list[Transcript]:
+        """Transcribe clips in input order; a failed clip is an error item, never a raise."""
+        items = list(items)
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, not {concurrency}.")
+        if not items:
+            return []
+        from tqdm.auto import tqdm
+
+        def one(item: AudioLike) -> Transcript:
+            t0 = time.monotonic()
+            try:
+                return self.transcribe(item, **options)
+            except VoicenbError as exc:
+                return Transcript.failed(str(exc), backend=self.backend,
+                                         source=source_name(item), stt_s=time.monotonic() - t0)
+
+        workers = max(1, min(concurrency, self.max_workers, len(items)))
+        with ThreadPoolExecutor(workers) as pool, \
+                tqdm(total=len(items), desc="transcribing", unit="clip",
+                     disable=not progress) as bar:
+            futures = [pool.submit(one, item) for item in items]
+            for future in futures:
+                future.add_done_callback(lambda _f: bar.update(1))
+            return [f.result() for f in futures]
+
+    def _prepare(self, audio: Audio) -> Any:
+        return audio.pcm16k()
+
+    def _recognize(self, prepared: Any, **options: Any) -> str:
+        raise NotImplementedError
+
+
+# -- pocketsphinx -----------------------------------------------------------------------------
+
+
+class SphinxTranscriber(_LocalTranscriber):
+    """pocketsphinx with the US English model its wheel ships: offline, fast, inaccurate.
+
+    >>> vnb.transcribe("question.wav", backend="sphinx").text    # doctest: +SKIP
+    'what is the capital of france'
+    """
+
+    backend = "sphinx"
+    max_workers = os.cpu_count() or 1
+
+    def __init__(self) -> None:
+        if not _installed("pocketsphinx"):
+            raise MissingDependencyError("pocketsphinx", "sphinx",
+                                         "Offline speech recognition (backend='sphinx')")
+        # A decoder takes most of a second to load and is not thread-safe: keep idle ones.
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "SphinxTranscriber()"
+
+    def _recognize(self, pcm: bytes, **options: Any) -> str:
+        if options:
+            raise ConfigError(f"backend='sphinx' takes no options (got {', '.join(options)}).")
+        decoder = self._take()
+        try:
+            decoder.start_utt()
+            decoder.process_raw(pcm, full_utt=True)
+            decoder.end_utt()
+            hyp = decoder.hyp()
+        finally:
+            with self._lock:
+                self._idle.append(decoder)
+        return hyp.hypstr if hyp is not None else ""
+
+    def _take(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        from pocketsphinx import Decoder
+
+        return Decoder(samprate=16000, loglevel="FATAL")
+
+
+# -- faster-whisper ---------------------------------------------------------------------------
+
+
+def to_float32(audio: Audio) -> Any:
+    """The clip as faster-whisper takes it: a 1-D float32 numpy array in [-1, 1] at 16 kHz."""
+    import numpy as np
+
+    return np.frombuffer(audio.pcm16k(), dtype="<i2").astype(np.float32) / 32768.0
+
+
+def _hf_cache() -> Path:
+    """Where huggingface_hub keeps models, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def _offline_flag() -> bool:
+    return (os.environ.get("HF_HUB_OFFLINE") or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def _reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` (behind a proxy,
+    assume yes and let the download itself find out)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def whisper_model_name(model: str | None = None) -> str:
+    return model or _from_environment(WHISPER_ENV) or DEFAULT_WHISPER_MODEL
+
+
+def _looks_like_path(name: str) -> bool:
+    """A folder name rather than a size (base.en) or a Hugging Face id (org/name)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _model_dir(path: Path, name: str) -> str:
+    if not (path / "model.bin").is_file():
+        raise ConfigError(
+            f"{name!r} (from {WHISPER_ENV} or model=) is not a faster-whisper model: it has no "
+            "model.bin. Point it at a CTranslate2 Whisper model folder (model.bin, config.json, "
+            "tokenizer.json, vocabulary.*), e.g. one saved with faster_whisper.download_model("
+            "'base.en', output_dir='whisper-base.en').")
+    return str(path)
+
+
+def _not_available(name: str, why: str) -> ConfigError:
+    size = next((mb for key, mb in _WHISPER_SIZES.items() if key in name), None)
+    about = f" (about {size} MB)" if size else ""
+    return ConfigError(
+        f"The Whisper model {name!r} is not on this machine (not in the Hugging Face cache at "
+        f"{_hf_cache()}) and cannot be downloaded: {why}.\n"
+        f"Either:\n"
+        f"  - on a machine with network, download it once{about}:\n"
+        f"      python -c \"from faster_whisper import download_model; "
+        f"download_model('{name}', output_dir='whisper-{name.replace('/', '-')}')\"\n"
+        f"    copy the folder here, and point voicenb at it:\n"
+        f"      export {WHISPER_ENV}=/path/to/whisper-{name.replace('/', '-')}\n"
+        f"  - or set {WHISPER_ENV} (or model=) to any local folder with a CTranslate2 Whisper "
+        f"model (model.bin, config.json, tokenizer.json, vocabulary.*)\n"
+        f"  - or copy a Hugging Face cache holding it (the folder "
+        f"models--{_hub_id(name).replace('/', '--')}) from a connected machine into "
+        f"{_hf_cache()}\n"
+        f"Or transcribe with backend='sphinx' (pip install 'voicenb[sphinx]'), which ships its "
+        f"model and needs no download.")
+
+
+def _hub_id(name: str) -> str:
+    if "/" in name:
+        return name
+    try:
+        from faster_whisper.utils import _MODELS
+
+        return _MODELS.get(name, f"Systran/faster-whisper-{name}")
+    except Exception:  # pragma: no cover - only for the message
+        return f"Systran/faster-whisper-{name}"
+
+
+def _cached_model(name: str) -> str | None:
+    """The folder of ``name`` in the Hugging Face cache, without touching the network."""
+    from faster_whisper.utils import download_model
+
+    try:
+        return download_model(name, local_files_only=True, cache_dir=str(_hf_cache()))
+    except ValueError as exc:  # not a size faster-whisper knows
+        raise ConfigError(f"Unknown Whisper model {name!r}: {exc}. Set {WHISPER_ENV} (or "
+                          "model=) to a size such as base.en, a Hugging Face id such as "
+                          "Systran/faster-whisper-small, or a local folder.") from None
+    except OSError:  # huggingface_hub's LocalEntryNotFoundError
+        return None
+
+
+def locate_whisper_model(model: str | None = None, *, download: bool = True) -> str:
+    """The local folder of the Whisper model to use, downloading it first if allowed and
+    possible. Raises :class:`ConfigError` saying how to get the model otherwise."""
+    if not _installed("faster_whisper"):
+        raise MissingDependencyError("faster-whisper", "whisper",
+                                     "Local Whisper transcription (backend='whisper')")
+    name = whisper_model_name(model)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _model_dir(path, name)
+    if _looks_like_path(name):
+        raise ConfigError(f"The Whisper model folder {name!r} (from {WHISPER_ENV} or model=) "
+                          "does not exist.")
+    cached = _cached_model(name)
+    if cached is not None:
+        return cached
+    if not download:
+        raise _not_available(name, "downloading was not allowed")
+    if _offline_flag():
+        raise _not_available(name, "HF_HUB_OFFLINE is set, so there is no network access")
+    endpoint = _hub_endpoint()
+    if not _reachable(endpoint):
+        raise _not_available(name, f"there is no network ({endpoint} cannot be reached)")
+    from faster_whisper.utils import download_model
+
+    log.warning("voicenb: downloading the Whisper model %r from %s once; it is cached in %s.",
+                name, endpoint, _hf_cache())
+    try:
+        return download_model(name, cache_dir=str(_hf_cache()))
+    except OSError as exc:
+        raise _not_available(name, f"the download failed ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:200]})") from None
+
+
+def whisper_model_ready(model: str | None = None) -> bool:
+    """True when faster-whisper is installed and its model is on this machine already."""
+    try:
+        locate_whisper_model(model, download=False)
+    except ConfigError:
+        return False
+    return True
+
+
+_models: dict[tuple[str, str, str], Any] = {}
+_models_lock = threading.Lock()
+
+
+class WhisperTranscriber(_LocalTranscriber):
+    """faster-whisper on this machine; model from ``model=``, ``VOICENB_WHISPER_MODEL`` or
+    ``base.en``, downloaded once (or a local folder).
+
+    >>> vnb.transcribe("question.wav", backend="whisper").text   # doctest: +SKIP
+    'What is the capital of France?'
+    """
+
+    backend = "whisper"
+    max_workers = 1  # CTranslate2 already uses every core for one clip
+
+    def __init__(self, model: str | None = None, *, device: str = "auto",
+                 compute_type: str = "default") -> None:
+        if not _installed("faster_whisper"):
+            raise MissingDependencyError("faster-whisper", "whisper",
+                                         "Local Whisper transcription (backend='whisper')")
+        self.model_name = whisper_model_name(model)
+        self.device = device
+        self.compute_type = compute_type
+        self._path: str | None = None  # found (or downloaded) at the first transcription
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> str:
+        """The model's local folder; raises :class:`ConfigError` saying how to get it."""
+        if self._path is None:
+            self._path = locate_whisper_model(self.model_name)
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"WhisperTranscriber(model={self.model_name!r})"
+
+    def _model(self) -> Any:
+        key = (self.path, self.device, self.compute_type)
+        with _models_lock:
+            if key not in _models:
+                from faster_whisper import WhisperModel
+
+                try:
+                    _models[key] = WhisperModel(self.path, device=self.device,
+                                                compute_type=self.compute_type)
+                except (RuntimeError, ValueError, OSError) as exc:
+                    raise ConfigError(f"Cannot load the Whisper model at {self.path}: {exc}. "
+                                      f"Check {WHISPER_ENV}.") from exc
+            return _models[key]
+
+    def transcribe(self, audio: AudioLike, *, model: str | None = None, progress: bool = True,
+                   **options: Any) -> Transcript:
+        """Transcribe one clip; ``model=`` picks another model for this call, other options
+        go to faster-whisper's ``WhisperModel.transcribe`` (e.g. ``beam_size=1``)."""
+        if model and model != self.model_name:
+            return WhisperTranscriber(model, device=self.device,
+                                      compute_type=self.compute_type).transcribe(
+                audio, progress=progress, **options)
+        self.path  # noqa: B018 - a missing model is reported before the audio is decoded
+        return super().transcribe(audio, progress=progress, **options)
+
+    def _prepare(self, audio: Audio) -> Any:
+        return to_float32(audio)
+
+    def _recognize(self, samples: Any, **options: Any) -> str:
+        model = self._model()
+        if self.model_name.endswith(".en"):
+            options.setdefault("language", "en")
+        with self._lock:
+            try:
+                segments, _info = model.transcribe(samples, **options)
+            except TypeError as exc:
+                raise ConfigError(f"backend='whisper' does not take that option: {exc}.") \
+                    from None
+            return " ".join(s.text.strip() for s in segments)
+
+
+# -- automatic choice -------------------------------------------------------------------------
+
+
+def auto_backend(settings: Settings) -> str:
+    """The backend ``"auto"`` means: AssemblyAI when its key is set, else OpenAI when its key
+    is set, else a local engine that works offline (faster-whisper when its model is already
+    here, it is far more accurate; else pocketsphinx), else a :class:`ConfigError` listing
+    every option."""
+    if settings.assemblyai_api_key:
+        return "assemblyai"
+    if settings.openai_api_key:
+        return "openai"
+    if _installed("faster_whisper") and whisper_model_ready():
+        return "whisper"
+    if _installed("pocketsphinx"):
+        return "sphinx"
+    whisper = ("installed, but its model is not on this machine: set VOICENB_WHISPER_MODEL "
+               "to a model folder" if _installed("faster_whisper") else
+               "pip install 'voicenb[whisper]', then download a model once "
+               "(VOICENB_WHISPER_MODEL)")
+    raise ConfigError(
+        "No speech-to-text backend is available for stt='auto' (VOICENB_STT=auto). Any one of "
+        "these works:\n"
+        "  - AssemblyAI: export ASSEMBLYAI_API_KEY=... (or put it in .env)\n"
+        "  - OpenAI transcription: export OPENAI_API_KEY=... (or put it in .env)\n"
+        "  - pocketsphinx, offline: pip install 'voicenb[sphinx]'\n"
+        f"  - faster-whisper, offline: {whisper}\n"
+        "  - the local simulators: `with voicenb.sim.running():` or `python -m voicenb.sim`")
