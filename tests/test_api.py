@@ -10,7 +10,7 @@ import voicenb as vnb
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 DOCUMENTED = {
-    "transcribe", "transcribe_many", "Transcript", "ask", "Chat", "Answer", "Audio",
+    "transcribe", "transcribe_many", "Transcript", "ask", "Chat", "Answer", "speak", "Audio",
     "Session", "Turn", "HistoryStore", "load_history", "summary", "plot_latency", "AssemblyAI", "Settings", "sim",
     "VoicenbError", "ConfigError", "MissingDependencyError", "AudioError", "ServiceError",
     "AuthenticationError", "RateLimitError", "ServiceTimeoutError", "ModelNotFoundError", "TranscriptionError",

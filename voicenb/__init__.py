@@ -27,6 +27,7 @@ from .history import HistoryStore, load_history, plot_latency, summary
 from .llm import Answer, Chat, ask
 from .session import Session, Turn
 from .stt import AssemblyAI, Transcript, transcribe, transcribe_many
+from .tts import speak
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "ask",
     "Chat",
     "Answer",
+    "speak",
     "Session",
     "Turn",
     "HistoryStore",

@@ -1,4 +1,5 @@
-"""OpenAI's HTTP API, simulated: chat completions (JSON and SSE), models, transcriptions.
+"""OpenAI's HTTP API, simulated: chat completions (JSON and SSE), models, transcriptions,
+speech.
 
 Answers are deterministic and say that they are simulated. Knobs: time to first token
 (``ttft``), tokens per second (``token_rate``) and the context window in tokens.
@@ -22,6 +23,12 @@ from ._server import App, Request, Response
 CHAT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-5-mini")
 AUDIO_MODELS = ("whisper-1", "gpt-4o-mini-transcribe", "gpt-4o-transcribe")
 TTS_MODELS = ("gpt-4o-mini-tts", "tts-1")
+TTS_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage",
+              "shimmer", "verse", "marin", "cedar")
+#: response_format -> content type, as OpenAI sends them
+SPEECH_FORMATS = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac",
+                  "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
+SPEECH_RATE = 24000
 SIMULATED = "(simulated answer)"
 
 
@@ -74,6 +81,7 @@ class OpenAIService:
         app.route("POST", "/v1/chat/completions", self.chat)
         app.route("GET", "/v1/models", self.models)
         app.route("POST", "/v1/audio/transcriptions", self.transcriptions)
+        app.route("POST", "/v1/audio/speech", self.speech)
 
     def _auth(self, request: Request) -> Response | None:
         if self.key is None:  # like a local server (Ollama, llama.cpp): no key needed
@@ -182,6 +190,100 @@ class OpenAIService:
                                   "duration": seconds, "text": text, "segments": []})
         return Response(200, {"text": text, "usage": {"type": "duration",
                                                       "seconds": round(seconds)}})
+
+
+    def speech(self, request: Request) -> Response:
+        """A short tone, one beep a word, in the requested format; transcribing it later
+        gives back the text (it is registered)."""
+        if (denied := self._auth(request)) is not None:
+            return denied
+        body = request.json()
+        if not isinstance(body, dict):
+            return openai_error(400, "The request body must be a JSON object.",
+                                "invalid_request_error")
+        for name in ("model", "input", "voice"):
+            if not body.get(name):
+                return openai_error(400, f"'{name}' is a required property",
+                                    "invalid_request_error")
+        model, text, voice = body["model"], str(body["input"]), body["voice"]
+        if model not in TTS_MODELS:
+            return openai_error(404, f"The model `{model}` does not exist or you do not have "
+                                     "access to it.", "invalid_request_error", "model_not_found")
+        if len(text) > 4096:
+            return openai_error(400, "Invalid 'input': string too long. Expected a string with "
+                                     f"maximum length 4096, but got a string with length "
+                                     f"{len(text)} instead.", "invalid_request_error",
+                                "string_above_max_length")
+        if voice not in TTS_VOICES:
+            return openai_error(400, f"Invalid value for 'voice': {voice!r}. Supported values "
+                                     f"are: {', '.join(TTS_VOICES)}.", "invalid_request_error",
+                                "invalid_value")
+        fmt = body.get("response_format") or "mp3"
+        if fmt not in SPEECH_FORMATS:
+            return openai_error(400, f"Invalid value for 'response_format': {fmt!r}. Supported "
+                                     f"values are: {', '.join(SPEECH_FORMATS)}.",
+                                "invalid_request_error", "invalid_value")
+        time.sleep(self.ttft)
+        data = speech_audio(text, fmt)
+        self.registry.register(data, text)
+        self.app.count("audio_speech")
+        return Response(200, data, content_type=SPEECH_FORMATS[fmt])
+
+
+def speech_pcm(text: str, rate: int = SPEECH_RATE) -> bytes:
+    """Mono s16le: a 0.12 s beep for each word (pitch from its length), 0.06 s apart."""
+    import math
+
+    out = bytearray()
+    gap = bytes(int(0.06 * rate) * 2)
+    for word in (text.split() or [""])[:60]:
+        freq = 300 + 40 * min(len(word), 12)
+        n = int(0.12 * rate)
+        for i in range(n):
+            envelope = min(1.0, i / 240, (n - i) / 240)
+            out += int(6000 * envelope * math.sin(2 * math.pi * freq * i / rate)).to_bytes(
+                2, "little", signed=True)
+        out += gap
+    return bytes(out)
+
+
+def speech_audio(text: str, fmt: str) -> bytes:
+    """The simulated speech for ``text`` as OpenAI's ``response_format`` ``fmt``."""
+    import io
+    import wave
+
+    pcm = speech_pcm(text)
+    if fmt == "pcm":
+        return pcm
+    buf = io.BytesIO()
+    if fmt == "wav":
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(SPEECH_RATE)
+            w.writeframes(pcm)
+        return buf.getvalue()
+    import av
+    import numpy as np
+
+    container, codec, rate = {"mp3": ("mp3", "libmp3lame", SPEECH_RATE),
+                              "opus": ("ogg", "libopus", 48000),
+                              "aac": ("adts", "aac", SPEECH_RATE),
+                              "flac": ("flac", "flac", SPEECH_RATE)}[fmt]
+    samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+    with av.open(buf, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = SPEECH_RATE
+        resampler = av.AudioResampler(format=stream.codec_context.format.name,
+                                      layout="mono", rate=rate,
+                                      frame_size=stream.codec_context.frame_size or None)
+        for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(chunk):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
 
 
 def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
