@@ -180,3 +180,15 @@ def test_audio_for_whisper_is_16khz_mono_float32_in_unit_range(tmp_path):
     assert 0.05 < float(np.abs(samples).max()) <= 1.0
     pcm = np.frombuffer(clip.pcm16k(), dtype="<i2")
     assert np.array_equal(samples * 32768.0, pcm.astype(np.float32))
+
+
+def test_a_session_batch_on_sphinx_answers_every_clip_in_order(samples, tmp_path, monkeypatch):
+    with vnb.sim.Simulator(openai_key=None) as llm:
+        monkeypatch.setenv("OPENAI_BASE_URL", f"{llm.url}/v1")
+        s = vnb.Session("batch", home=str(tmp_path / "home"), stt="sphinx")
+        turns = s.ask_many(samples * 3, progress=False)
+    assert [t.turn for t in turns] == list(range(1, 10))
+    assert all(t.ok and t.stt_backend == "sphinx" for t in turns)
+    assert [t.transcript for t in turns[:3]] == [t.transcript for t in turns[3:6]]
+    decoders = stt._clients[("sphinx",)]._idle  # however many threads asked, few decoders
+    assert 1 <= len(decoders) <= local.SphinxTranscriber.max_workers

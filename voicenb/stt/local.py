@@ -52,19 +52,24 @@ def _installed(package: str) -> bool:
 
 class _LocalTranscriber:
     backend = ""
-    #: most clips decoded at once by transcribe_many (the engines are CPU-bound)
+    #: most clips decoded at once, however many threads ask (the engines are CPU-bound)
     max_workers = 1
+
+    def __init__(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_workers)
 
     def transcribe(self, audio: AudioLike, *, progress: bool = True,
                    **options: Any) -> Transcript:
         """Transcribe one clip on this machine; raises :class:`AudioError` for bad audio."""
         t0 = time.monotonic()
+        self._check(options)
         audio = as_audio(audio)
         audio_s = audio.duration
         prepared = self._prepare(audio)
-        t1 = time.monotonic()
-        text = self._recognize(prepared, **options)
-        t2 = time.monotonic()
+        with self._slots:  # however many threads call (a Session batch), max_workers decode
+            t1 = time.monotonic()
+            text = self._recognize(prepared, **options)
+            t2 = time.monotonic()
         return Transcript(text=" ".join(text.split()), backend=self.backend, audio_s=audio_s,
                           transcribe_s=t2 - t1, stt_s=t2 - t0, source=audio.name)
 
@@ -95,6 +100,9 @@ class _LocalTranscriber:
                 future.add_done_callback(lambda _f: bar.update(1))
             return [f.result() for f in futures]
 
+    def _check(self, options: dict[str, Any]) -> None:
+        """Refuse options the engine does not take, before any decoding."""
+
     def _prepare(self, audio: Audio) -> Any:
         return audio.pcm16k()
 
@@ -119,6 +127,7 @@ class SphinxTranscriber(_LocalTranscriber):
         if not _installed("pocketsphinx"):
             raise MissingDependencyError("pocketsphinx", "sphinx",
                                          "Offline speech recognition (backend='sphinx')")
+        super().__init__()
         # A decoder takes most of a second to load and is not thread-safe: keep idle ones.
         self._idle: list[Any] = []
         self._lock = threading.Lock()
@@ -126,18 +135,18 @@ class SphinxTranscriber(_LocalTranscriber):
     def __repr__(self) -> str:
         return "SphinxTranscriber()"
 
-    def _recognize(self, pcm: bytes, **options: Any) -> str:
+    def _check(self, options: dict[str, Any]) -> None:
         if options:
             raise ConfigError(f"backend='sphinx' takes no options (got {', '.join(options)}).")
+
+    def _recognize(self, pcm: bytes, **options: Any) -> str:
         decoder = self._take()
-        try:
-            decoder.start_utt()
-            decoder.process_raw(pcm, full_utt=True)
-            decoder.end_utt()
-            hyp = decoder.hyp()
-        finally:
-            with self._lock:
-                self._idle.append(decoder)
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        with self._lock:  # only a decoder that finished cleanly is used again
+            self._idle.append(decoder)
         return hyp.hypstr if hyp is not None else ""
 
     def _take(self) -> Any:
@@ -323,7 +332,7 @@ class WhisperTranscriber(_LocalTranscriber):
         self.device = device
         self.compute_type = compute_type
         self._path: str | None = None  # found (or downloaded) at the first transcription
-        self._lock = threading.Lock()
+        super().__init__()
 
     @property
     def path(self) -> str:
@@ -367,13 +376,11 @@ class WhisperTranscriber(_LocalTranscriber):
         model = self._model()
         if self.model_name.endswith(".en"):
             options.setdefault("language", "en")
-        with self._lock:
-            try:
-                segments, _info = model.transcribe(samples, **options)
-            except TypeError as exc:
-                raise ConfigError(f"backend='whisper' does not take that option: {exc}.") \
-                    from None
-            return " ".join(s.text.strip() for s in segments)
+        try:
+            segments, _info = model.transcribe(samples, **options)
+        except TypeError as exc:
+            raise ConfigError(f"backend='whisper' does not take that option: {exc}.") from None
+        return " ".join(s.text.strip() for s in segments)
 
 
 # -- automatic choice -------------------------------------------------------------------------
