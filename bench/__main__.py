@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from . import batch, history_load, llm_overhead, upload_memory
+from . import batch, history_load, llm_overhead, turn_overhead, upload_memory
 from ._common import machine
 
 
@@ -18,21 +18,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"# voicenb benchmarks, {datetime.date.today()}, {machine()}\n")
     if args.quick:
-        print(batch.report(batch.run(n=4, processing=0.2)))
+        print(batch.report(batch.run(n=4, scenario="paid", seed_n=1)))
         print()
         print(upload_memory.report(upload_memory.run(size=4 << 20)))
         print()
         print(llm_overhead.report(llm_overhead.run(n=3)))
         print()
         print(history_load.report(history_load.run(n=1000, repeat=1)))
+        print()
+        print(turn_overhead.report(turn_overhead.run(n=2)))
     else:
-        print(batch.report(batch.run(n=40, processing=1.5)))
+        print(batch.report(batch.run(n=100, scenario="paid")))
+        print()
+        print(batch.report(batch.run(n=100, scenario="free", seed_n=0)))
         print()
         print(upload_memory.report(upload_memory.run(size=1 << 30)))
         print()
         print(llm_overhead.report(llm_overhead.run()))
         print()
         print(history_load.report(history_load.run()))
+        print()
+        print(turn_overhead.report(turn_overhead.run()))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import os
 import platform
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 import statistics
 from pathlib import Path
 
@@ -19,6 +24,41 @@ def clips(folder: Path, n: int) -> list[Path]:
         shutil.copy(src, dest)
         out.append(dest)
     return out
+
+
+@contextmanager
+def sim_process(**knobs: object) -> Iterator[dict[str, str]]:
+    """``python -m voicenb.sim`` in its own process (a real service is not in your process
+    either); sets its variables in os.environ for the block and yields them."""
+    args = [sys.executable, "-m", "voicenb.sim", "--port", "0"]
+    for name, value in knobs.items():
+        if value is not None:
+            args += [f"--{name.replace('_', '-')}", str(value)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    env: dict[str, str] = {}
+    saved = dict(os.environ)
+    try:
+        for line in proc.stdout:
+            if line.startswith("  export "):
+                name, _, value = line.strip()[len("export "):].partition("=")
+                env[name] = value
+            if len(env) == 4:
+                break
+        os.environ.update(env)
+        yield env
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def sim_jobs(env: dict[str, str]) -> tuple[dict[str, dict], dict[str, int]]:
+    """The simulator's record of its jobs and its counters."""
+    import requests
+
+    data = requests.get(env["ASSEMBLYAI_BASE_URL"] + "/sim/jobs", timeout=10).json()
+    return data["jobs"], data["stats"]
 
 
 def pct(values: list[float], q: float) -> float:

@@ -17,3 +17,5 @@ def test_benchmarks_run_and_print_their_ratios():
     assert "ratio voicenb / baseline (memory)" in out.stdout
     assert "ratio vnb.ask / SDK" in out.stdout
     assert "ratio voicenb / read_sql_query" in out.stdout
+    assert "ratio session / bare calls" in out.stdout
+    assert "ratio voicenb / floor" in out.stdout

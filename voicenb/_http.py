@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import requests
+import requests.auth
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
@@ -47,6 +48,21 @@ def make_retry(settings: Settings) -> Retry:
     )
 
 
+class _HeaderAuth(requests.auth.AuthBase):
+    """Adds the key header to each request. Kept as auth, not a session header, so requests
+    skips its ~/.netrc lookup on every call and the key is not in ``session.headers``."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = headers
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.update(self._headers)
+        return request
+
+    def __repr__(self) -> str:
+        return "_HeaderAuth(<hidden>)"
+
+
 class HttpClient:
     """A base URL, auth headers, a pooled retrying session and error mapping for one service."""
 
@@ -63,7 +79,7 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = (settings.connect_timeout, settings.read_timeout)
         self.session = requests.Session()
-        self.session.headers.update(headers)
+        self.session.auth = _HeaderAuth(headers)
         self.session.headers["User-Agent"] = "voicenb"
         adapter = HTTPAdapter(
             max_retries=make_retry(settings), pool_connections=4, pool_maxsize=pool_size

@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import wave
-from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -61,7 +60,7 @@ class Audio:
             self.path, self._data = source.path, source._data
             self.name = name or source.name
             self.format, self.size = source.format, source.size
-            for cached in ("duration", "sha256"):
+            for cached in ("_duration", "_sha256"):
                 if cached in source.__dict__:
                     self.__dict__[cached] = source.__dict__[cached]
             return
@@ -122,21 +121,29 @@ class Audio:
         assert self.path is not None
         return self.path.read_bytes()
 
-    @cached_property
+    @property
     def sha256(self) -> str:
-        """Hex sha256 of the bytes, computed in 1 MiB steps."""
+        """Hex sha256 of the bytes, computed in 1 MiB steps (once)."""
+        # A plain attribute cache: functools.cached_property takes a class-wide lock on
+        # Python < 3.12, which serialises a whole batch's threads.
+        if "_sha256" not in self.__dict__:
+            self.__dict__["_sha256"] = self._hash()
+        return self.__dict__["_sha256"]
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds (WAV header, else container metadata, else by decoding)."""
+        if "_duration" not in self.__dict__:
+            self.__dict__["_duration"] = (self._wav_params()[1] if self.format == "wav"
+                                          else self._av_duration())
+        return self.__dict__["_duration"]
+
+    def _hash(self) -> str:
         digest = hashlib.sha256()
         with self.open() as fh:
             for block in iter(lambda: fh.read(_CHUNK), b""):
                 digest.update(block)
         return digest.hexdigest()
-
-    @cached_property
-    def duration(self) -> float:
-        """Length in seconds (WAV header, else container metadata, else by decoding)."""
-        if self.format == "wav":
-            return self._wav_params()[1]
-        return self._av_duration()
 
     def pcm16k(self) -> bytes:
         """16 kHz mono signed 16-bit little-endian PCM, decoded and resampled with PyAV."""

@@ -20,12 +20,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra seconds per second of audio (default 0.05)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="jobs processed at once; the rest stay queued (default: no limit)")
+    parser.add_argument("--upload-bandwidth", type=float, default=None,
+                        help="bytes per second each upload is paced to (default: no limit)")
+    parser.add_argument("--ttft", type=float, default=0.05,
+                        help="seconds before the first token of an answer (default 0.05)")
+    parser.add_argument("--token-rate", type=float, default=200.0,
+                        help="answer tokens per second (default 200)")
     parser.add_argument("--fault-rate", type=float, default=0.0,
                         help="fraction of requests that fail at random (default 0)")
     args = parser.parse_args(argv)
     sim = Simulator(host=args.host, port=args.port, processing_fixed=args.processing_fixed,
                     processing_factor=args.processing_factor, concurrency=args.concurrency,
-                    fault_rate=args.fault_rate).start()
+                    upload_bandwidth=args.upload_bandwidth, ttft=args.ttft,
+                    token_rate=args.token_rate, fault_rate=args.fault_rate).start()
     print(f"voicenb simulators listening on {sim.url} (simulated answers, no real service).")
     print("Point voicenb or the vendors' SDKs at them with:")
     for name, value in sim.env().items():

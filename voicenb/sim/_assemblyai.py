@@ -70,6 +70,7 @@ class AssemblyAIService:
         app.route("POST", "/v2/transcript", self.create)
         app.route("GET", "/v2/transcript/(?P<tid>[^/]+)", self.get)
         app.route("GET", "/cdn/upload/(?P<uid>[^/]+)", self.download)
+        app.route("GET", "/sim/jobs", self.job_log)
 
     def close(self) -> None:
         self._dir.cleanup()
@@ -109,6 +110,15 @@ class AssemblyAIService:
         if entry is None:
             return error(404, "Not found")
         return Response(200, entry[0].read_bytes(), content_type="application/octet-stream")
+
+    def job_log(self, request: Request) -> Response:
+        """The simulator's own record of every job (times on this host's monotonic clock),
+        for benchmarks that run the simulator in another process."""
+        with self.app.lock:
+            jobs = {j.id: {"created": j.created, "started": j.started, "finished": j.finished,
+                           "processing_s": j.processing_s, "polls": j.polls,
+                           "audio_s": j.audio_s} for j in self.jobs.values()}
+        return Response(200, {"jobs": jobs, "stats": dict(self.app.stats)})
 
     def create(self, request: Request) -> Response:
         if not self._authorized(request):

@@ -74,20 +74,40 @@ class PollPolicy:
 
     Without an estimate the interval starts at ``first`` and grows by ``growth`` up to
     ``ceiling``. Once a few transcripts have completed, the client predicts when the next one
-    will finish from its audio length, sleeps until just before then, and checks densely
-    (``dense`` growing by ``growth``) around the predicted moment.
+    will finish from its audio length, sleeps until just before then (``lead`` of the
+    prediction), and checks densely (``dense`` growing by ``growth``) around that moment.
+
+    In a batch only the first ``scouts`` jobs check that eagerly while nothing is known yet;
+    the others start at ``sparse`` and grow faster, and are brought forward as soon as a scout
+    finishes (jobs submitted together finish together). A job the service keeps ``queued``
+    is checked from ``queued`` growing to every ``queued_ceiling`` seconds, and presumed
+    started when one of the batch's own jobs finishes and so frees a slot for it.
     """
 
     first: float = 0.1
     growth: float = 1.3
     ceiling: float = 2.0
     dense: float = 0.1
-    #: start dense checks at this fraction of the predicted processing time
-    lead: float = 0.85
+    lead: float = 0.95
+    scouts: int = 3
+    scout_growth: float = 1.1
+    sparse: float = 2.0
+    sparse_growth: float = 1.5
+    queued: float = 0.5
+    queued_growth: float = 1.6
+    queued_ceiling: float = 10.0
 
-    def delay(self, polls: int, elapsed: float, predicted: float | None, dense_polls: int) -> float:
+    def delay(self, polls: int, elapsed: float, predicted: float | None, dense_polls: int,
+              *, scout: bool | None = None, queued: bool = False) -> float:
+        """``scout``: None for a job on its own, True/False for a batch's scouts/others."""
+        if queued:
+            return min(self.queued_ceiling, self.queued * self.queued_growth**max(polls - 1, 0))
         if predicted is None:
-            return min(self.ceiling, self.first * self.growth**polls)
+            if scout is None:
+                return min(self.ceiling, self.first * self.growth**polls)
+            if scout:
+                return min(self.ceiling, self.first * self.scout_growth**polls)
+            return min(self.ceiling, self.sparse * self.sparse_growth**max(polls - 1, 0))
         window = predicted * self.lead
         if elapsed < window:
             return min(self.ceiling, max(self.first, window - elapsed))
@@ -95,22 +115,40 @@ class PollPolicy:
 
 
 class _Estimator:
-    """Processing seconds per audio second, learned from this client's completed jobs."""
+    """How long processing takes for a given audio length, learned from this client's
+    completed jobs: a least-squares line (fixed + factor x seconds) once lengths vary,
+    a plain ratio before that."""
 
     def __init__(self) -> None:
-        self._ratios: deque[float] = deque(maxlen=64)
+        self._samples: deque[tuple[float, float]] = deque(maxlen=64)
         self._lock = threading.Lock()
 
     def record(self, audio_s: float | None, processing_s: float) -> None:
         if audio_s and audio_s > 0 and processing_s > 0:
             with self._lock:
-                self._ratios.append(processing_s / audio_s)
+                self._samples.append((audio_s, processing_s))
 
     def predict(self, audio_s: float | None) -> float | None:
         with self._lock:
-            if not audio_s or len(self._ratios) < 2:
-                return None
-            return statistics.median(self._ratios) * audio_s
+            samples = list(self._samples)
+        if not audio_s or len(samples) < 2:
+            return None
+        near = [p for a, p in samples if abs(a - audio_s) <= 0.03 * audio_s]
+        if len(near) >= 2:  # clips of this length have finished: they are the best guide
+            return statistics.median(near)
+        shorter = [p for a, p in samples if a <= audio_s]
+        if shorter:  # a longer clip takes at least as long: start checking from there
+            return max(shorter)
+        ratio = statistics.median(p / a for a, p in samples) * audio_s
+        xs, ys = [a for a, _ in samples], [p for _, p in samples]
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        var = sum((x - mx) ** 2 for x in xs)
+        if var / len(xs) <= (0.1 * mx) ** 2:  # lengths too alike to fit a line
+            return ratio
+        slope = max(0.0, sum((x - mx) * (y - my) for x, y in samples) / var)
+        fit = max(0.0, my - slope * mx) + slope * audio_s
+        # Guessing early costs a check or two; guessing late costs latency.
+        return min(fit, ratio, min(p for a, p in samples if a >= audio_s))
 
 
 class _ProgressReader:
@@ -293,7 +331,8 @@ class AssemblyAI:
                             done(i, Transcript.failed(str(exc), backend=self.backend,
                                                       source=source_name(items[i])))
                             continue
-                        waiters[i] = _Waiter(self, job.id, job.audio_s, None, job.submitted)
+                        waiters[i] = _Waiter(self, job.id, job.audio_s, None, job.submitted,
+                                             scout=len(waiters) < self.poll.scouts)
                         heapq.heappush(due, (time.monotonic() + waiters[i].first_delay(), i))
                     else:
                         i = checking.pop(future)
@@ -327,11 +366,16 @@ class AssemblyAI:
     def _reschedule(due: list[tuple[float, int]], waiters: dict[int, _Waiter]
                     ) -> list[tuple[float, int]]:
         """A job just finished, so the estimate may have improved: bring forward the checks
-        of jobs now predicted to finish sooner (jobs submitted together finish together)."""
+        of jobs now predicted to finish sooner (jobs submitted together finish together), and
+        presume that the longest-queued job took the slot it freed."""
         now = time.monotonic()
+        pending = {i for _, i in due}
+        # The service starts queued jobs first come, first served: the oldest submission.
+        queued = [i for i in pending if waiters[i].status == "queued"]
+        presumed = min(queued, key=lambda i: waiters[i].submitted) if queued else None
         out = []
         for when, i in due:
-            hint = waiters[i].hint()
+            hint = waiters[i].presume_started() if i == presumed else waiters[i].hint()
             out.append((min(when, now + hint) if hint is not None else when, i))
         heapq.heapify(out)
         return out
@@ -400,14 +444,15 @@ class _Waiter:
     """The polling state of one transcript: when to check next, and when to give up."""
 
     def __init__(self, client: AssemblyAI, transcript_id: str, audio_s: float | None,
-                 timeout: float | None, since: float | None) -> None:
-        self.client, self.id, self.audio_s = client, transcript_id, audio_s
+                 timeout: float | None, since: float | None, *, scout: bool | None = None
+                 ) -> None:
+        self.client, self.id, self.audio_s, self.scout = client, transcript_id, audio_s, scout
         self.timeout = timeout if timeout is not None else (
             client.settings.poll_timeout or 300.0 + (audio_s or 0.0))
         now = time.monotonic()
         self.deadline = now + self.timeout
         # Processing began after the last time we saw the job queued (or after submit).
-        self.queued_seen = since if since is not None else now
+        self.submitted = self.queued_seen = since if since is not None else now
         self.predicted = client._estimator.predict(audio_s)
         self.polls = self.dense_polls = self.failures = 0
         self.last_check: float | None = None
@@ -425,6 +470,17 @@ class _Waiter:
             return None
         return max(0.0, self.predicted * self.client.poll.lead
                    - (time.monotonic() - self.queued_seen))
+
+    def presume_started(self) -> float:
+        """A slot just freed up and this job was next in line: assume it started now.
+        Returns seconds until it is worth checking (a wrong guess costs one check)."""
+        now = time.monotonic()
+        self.status, self.queued_seen = "processing", now
+        if self.predicted is None:
+            self.predicted = self.client._estimator.predict(self.audio_s)
+        if self.predicted is None:
+            return self.client.poll.first
+        return self.predicted * self.client.poll.lead
 
     def observe(self, data: dict[str, Any]) -> float | None:
         """Take one status answer; seconds until the next check, or None when finished."""
@@ -449,8 +505,8 @@ class _Waiter:
         predicted = self.predicted if status != "queued" else None
         if predicted is not None and elapsed >= predicted * policy.lead:
             self.dense_polls += 1
-        return self._bounded(policy.delay(self.polls, elapsed, predicted, self.dense_polls),
-                             status)
+        return self._bounded(policy.delay(self.polls, elapsed, predicted, self.dense_polls,
+                                          scout=self.scout, queued=status == "queued"), status)
 
     def failed(self, exc: ServiceError) -> float:
         """A status check failed: ride out a garbled or failed answer or two (the HTTP layer
