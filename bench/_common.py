@@ -42,7 +42,7 @@ def sim_process(**knobs: object) -> Iterator[dict[str, str]]:
             if line.startswith("  export "):
                 name, _, value = line.strip()[len("export "):].partition("=")
                 env[name] = value
-            if len(env) == 4:
+            if len(env) == 5:
                 break
         os.environ.update(env)
         yield env

@@ -20,7 +20,7 @@ def sim_process():
             if line.strip().startswith("export "):
                 name, _, value = line.strip()[len("export "):].partition("=")
                 env[name] = value
-            if len(env) == 4:
+            if len(env) == 5:
                 break
         yield env
     finally:

@@ -251,5 +251,16 @@ class Audio:
         return f"Audio({self.name!r}, format={self.format!r}, size={self.size})"
 
 
+def pcm_to_wav(pcm: bytes, rate: int = 16000) -> bytes:
+    """Mono 16-bit PCM -> the bytes of a WAV file."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
 def as_audio(source: AudioLike) -> Audio:
     return source if isinstance(source, Audio) else Audio(source)

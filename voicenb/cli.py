@@ -2,6 +2,7 @@
 
     voicenb transcribe FILE... [--json]          one line (or JSON object) per file
     voicenb ask FILE... [--session NAME]         a turn per file: transcript, then answer
+    voicenb listen [--input FILE] [--device N] [--session NAME]   real time, turn by turn
     voicenb history [--session NAME] [--csv PATH]
     voicenb sim                                  the local simulators (python -m voicenb.sim)
 """
@@ -60,6 +61,141 @@ def _ask(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _listen(args: argparse.Namespace) -> int:
+    """Stream the microphone (or a file, at real-time pace) and answer each turn."""
+    import queue
+    import threading
+
+    from .audio import pcm_to_wav
+    from .session import Session
+    from .stt.streaming import BACKEND, RealtimeTranscriber
+
+    try:
+        session = Session(args.session, home=args.home)
+        mic = None if args.input else _microphone(args.device)
+        pcm_source = None
+        if args.input:
+            from .audio import Audio
+
+            pcm_source = Audio(args.input).pcm16k()
+    except VoicenbError as exc:
+        print(f"voicenb: {exc}", file=sys.stderr)
+        return 2
+
+    turns: queue.Queue = queue.Queue()
+    sent = _StreamBuffer()
+    rt = RealtimeTranscriber(on_turn=turns.put, settings=session.settings)
+    finished = threading.Event()
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            if pcm_source is not None:
+                step = 3200 * 5  # hand it over in half seconds; the transcriber paces itself
+                for i in range(0, len(pcm_source), step):
+                    sent.add(pcm_source[i:i + step])
+                    rt.send(pcm_source[i:i + step])
+                rt.close()
+        except BaseException as exc:  # reported by the main thread
+            failure.append(exc)
+        finally:
+            if pcm_source is not None:
+                finished.set()
+
+    try:
+        rt.start()
+        if mic is not None:
+            mic.start(lambda pcm: (sent.add(pcm), rt.send(pcm)))
+            print("Listening. Speak; Ctrl-C to stop.", file=sys.stderr)
+        feeder = threading.Thread(target=feed, name="voicenb-feed", daemon=True)
+        feeder.start()
+        while not (finished.is_set() and turns.empty()):
+            try:
+                turn = turns.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            print(f"Me: {turn.text}", flush=True)
+            print("Bot: ", end="", flush=True)
+            wav = pcm_to_wav(sent.slice(turn.start_s, turn.end_s), 16000)
+            try:
+                session.ask_text(turn.text, audio=wav, stt_backend=BACKEND, stt_s=turn.stt_s,
+                                 transcript_id=f"{rt.session_id}:{turn.turn_order}",
+                                 stream=True)
+            except VoicenbError as exc:
+                print(f"\nERROR: {exc}", flush=True)
+        if failure:
+            raise failure[0]
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except VoicenbError as exc:
+        print(f"voicenb: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if mic is not None:
+            mic.stop()
+        try:
+            rt.close()  # Terminate is always sent
+        except VoicenbError:
+            pass
+
+
+class _StreamBuffer:
+    """The PCM sent so far, so each turn's audio can be kept with it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._data = bytearray()
+        self._lock = threading.Lock()
+
+    def add(self, pcm: bytes) -> None:
+        with self._lock:
+            self._data += pcm
+
+    def slice(self, start_s: float | None, end_s: float | None, margin: float = 0.25) -> bytes:
+        with self._lock:
+            if start_s is None or end_s is None:
+                return bytes(self._data)
+            a = max(0, int((start_s - margin) * 16000)) * 2
+            b = int((end_s + margin) * 16000) * 2
+            return bytes(self._data[a:b])
+
+
+class _Microphone:
+    def __init__(self, sd: object, device: int | None) -> None:
+        self._sd, self._device, self._stream = sd, device, None
+
+    def start(self, callback) -> None:
+        def on_audio(indata, frames, when, status) -> None:  # noqa: ARG001
+            callback(bytes(indata))
+
+        self._stream = self._sd.RawInputStream(samplerate=16000, channels=1, dtype="int16",
+                                               blocksize=1600, device=self._device,
+                                               callback=on_audio)
+        self._stream.start()
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+
+
+def _microphone(device: int | None) -> _Microphone:
+    from ._errors import ConfigError, MissingDependencyError
+
+    try:
+        import sounddevice as sd
+    except ImportError:
+        raise MissingDependencyError("sounddevice", "mic", "Listening to the microphone") \
+            from None
+    except OSError as exc:  # the package is there but PortAudio is not
+        raise ConfigError(f"The microphone needs the PortAudio library ({exc}). Install it "
+                          "(Debian/Ubuntu: apt-get install libportaudio2) or use "
+                          "--input FILE.") from None
+    return _Microphone(sd, device)
+
+
 def _history(args: argparse.Namespace) -> int:
     from .history import load_history
 
@@ -106,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
                                                  "./voicenb-data)")
     p.add_argument("-q", "--quiet", action="store_true", help="no stage messages")
     p.set_defaults(func=_ask)
+    p = sub.add_parser("listen", help="real time: answer each turn as you speak")
+    p.add_argument("--input", metavar="FILE", default=None,
+                   help="stream this audio file at real-time pace instead of the microphone")
+    p.add_argument("--device", type=int, default=None, help="microphone device number")
+    p.add_argument("--session", default="listen")
+    p.add_argument("--home", default=None)
+    p.set_defaults(func=_listen)
     p = sub.add_parser("history", help="print the history, or export it with --csv")
     p.add_argument("--session", default=None)
     p.add_argument("--home", default=None)

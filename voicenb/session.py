@@ -92,7 +92,7 @@ class _Work:
     """A turn to (re)run and what is already known about it."""
 
     turn: int
-    audio: Audio
+    audio: Audio | None
     upload_url: str | None = None
     transcript_id: str | None = None
     transcript: Transcript | None = None  # set when only the answer is missing
@@ -206,6 +206,39 @@ class Session:
         if self.speak and turn.answer:
             self._say(turn.answer)
         return turn
+
+    def ask_text(self, text: str, *, audio: AudioLike | None = None, stt_backend: str = "text",
+                 stt_s: float | None = None, transcript_id: str | None = None,
+                 confidence: float | None = None, stream: bool = False,
+                 on_token: Callable[[str], None] | None = None,
+                 on_status: OnStatus | None = None) -> Turn:
+        """Ask with a transcript you already have (typed, or heard by real-time streaming)
+        and record the turn, with its audio when given.
+
+        >>> s.ask_text("What is the capital of France?")      # doctest: +SKIP
+        """
+        t0 = time.monotonic()
+        fields: dict[str, Any] = dict(stt_backend=stt_backend, llm_model=self.settings.model,
+                                      status="answering")
+        if audio is not None:
+            clip = as_audio(audio)
+            saved = clip.save(self.store.audio_dir)
+            fields.update(audio_path=str(saved.relative_to(self.store.home)),
+                          audio_s=clip.duration, audio_sha256=clip.sha256)
+        number = self.store.start_turn(self.name, **fields)
+        work = _Work(number, None, t0=t0)
+        transcript = Transcript(text=text or "", id=transcript_id, backend=stt_backend,
+                                audio_s=fields.get("audio_s"), confidence=confidence,
+                                stt_s=stt_s, transcribe_s=stt_s)
+        if on_status:
+            on_status(number, "started")
+        try:
+            self._answer(work, transcript, stream=stream, on_token=on_token,
+                         on_status=on_status)
+        except BaseException as exc:
+            self._fail(number, exc, on_status)
+            raise
+        return self.turn(number)
 
     def ask_many(self, items: Iterable[AudioLike], *, concurrency: int = 32,
                  progress: bool = True) -> list[Turn]:

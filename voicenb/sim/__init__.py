@@ -31,6 +31,7 @@ from .._config import DEFAULT_OPENAI_BASE_URL, Settings
 from ..audio import AudioLike
 from ._assemblyai import AssemblyAIService, Job
 from ._openai import OpenAIService
+from ._streaming import StreamingService
 from ._registry import SAMPLES, Registry, samples
 from ._server import FAULT_KINDS, App, Fault, _Server
 
@@ -38,7 +39,8 @@ __all__ = ["Simulator", "running", "auto", "samples", "Fault", "FAULT_KINDS", "E
 
 ASSEMBLYAI_KEY = "sim-assemblyai-key"
 OPENAI_KEY = "sim-openai-key"
-ENV_VARS = ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+ENV_VARS = ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_API_KEY", "ASSEMBLYAI_STREAMING_URL",
+            "OPENAI_BASE_URL", "OPENAI_API_KEY")
 
 
 class Simulator:
@@ -62,6 +64,8 @@ class Simulator:
         context_window: int = 128_000,
         openai_key: str | None = OPENAI_KEY,
         unknown_text: str | None = None,
+        end_silence_ms: int = 640,
+        max_streaming_sessions: int | None = None,
     ) -> None:
         self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
         self.registry = Registry(unknown_text)
@@ -72,6 +76,9 @@ class Simulator:
             upload_bandwidth=upload_bandwidth)
         self.openai = OpenAIService(self.app, self.registry, key=openai_key, ttft=ttft,
                                     token_rate=token_rate, context_window=context_window)
+        self.streaming = StreamingService(self.registry, key=assemblyai_key,
+                                          end_silence_ms=end_silence_ms,
+                                          max_sessions=max_streaming_sessions)
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -86,9 +93,11 @@ class Simulator:
         self._thread = threading.Thread(target=self._server.serve_forever, name="voicenb-sim",
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
+        self.streaming.start(host)
         return self
 
     def stop(self) -> None:
+        self.streaming.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -104,6 +113,7 @@ class Simulator:
     def env(self) -> dict[str, str]:
         """The environment variables that point voicenb (and the vendors' SDKs) here."""
         env = {"ASSEMBLYAI_BASE_URL": self.url, "ASSEMBLYAI_API_KEY": self.assemblyai.key,
+               "ASSEMBLYAI_STREAMING_URL": self.streaming.url,
                "OPENAI_BASE_URL": f"{self.url}/v1"}
         if self.openai.key is not None:
             env["OPENAI_API_KEY"] = self.openai.key
@@ -203,8 +213,8 @@ def auto(*, samples: str | os.PathLike[str] | None = None, **knobs: Any) -> Simu
     env = sim.env()
     simulated = []
     if simulate_stt:
-        os.environ["ASSEMBLYAI_BASE_URL"] = env["ASSEMBLYAI_BASE_URL"]
-        os.environ["ASSEMBLYAI_API_KEY"] = env["ASSEMBLYAI_API_KEY"]
+        for name in ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_API_KEY", "ASSEMBLYAI_STREAMING_URL"):
+            os.environ[name] = env[name]
         simulated.append(("ASSEMBLYAI_API_KEY", "transcripts"))
     if simulate_llm:
         os.environ["OPENAI_BASE_URL"] = env["OPENAI_BASE_URL"]
