@@ -72,6 +72,7 @@ def _listen(args: argparse.Namespace) -> int:
 
     try:
         session = Session(args.session, home=args.home)
+        session.chat  # set up the model client now, not after the first turn
         mic = None if args.input else _microphone(args.device)
         pcm_source = None
         if args.input:

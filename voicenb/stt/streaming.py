@@ -199,7 +199,7 @@ class RealtimeTranscriber:
 
     async def _session(self) -> None:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
         try:
             ws = await connect(self.url, additional_headers={"Authorization": self._key},
@@ -220,7 +220,7 @@ class RealtimeTranscriber:
         async with ws:
             sender = asyncio.create_task(self._send_loop(ws))
             try:
-                async for message in ws:
+                async for message in _messages(ws, ConnectionClosed):
                     if isinstance(message, bytes):
                         continue
                     data = json.loads(message)
@@ -305,3 +305,13 @@ class RealtimeTranscriber:
                 self.on_turn(event)
         elif not event.end_of_turn and self.on_partial:
             self.on_partial(event)
+
+
+async def _messages(ws: Any, closed: type[Exception]) -> Any:
+    """The server's messages until the socket closes, however it closes (the close code is
+    read afterwards and turned into the matching error)."""
+    try:
+        async for message in ws:
+            yield message
+    except closed:
+        return
