@@ -130,6 +130,7 @@ class Chat:
         pieces: list[str] = []
         usage = None
         ttft = None
+        finished = False  # a finish_reason arrived: the model, not the connection, ended it
         t0 = time.monotonic()
         try:
             response = self._client.chat.completions.create(
@@ -140,6 +141,7 @@ class Chat:
                     if chunk.usage is not None:
                         usage = chunk.usage
                     for choice in chunk.choices or ():
+                        finished = finished or bool(getattr(choice, "finish_reason", None))
                         text = choice.delta.content if choice.delta else None
                         if text:
                             if ttft is None:
@@ -163,6 +165,16 @@ class Chat:
         finally:
             if display is not None:
                 display.close()
+        if not finished:  # the body ended early, or was not a stream of chunks at all
+            where = self.settings.openai_base_url
+            raise ServiceError(
+                f"The answer from {self.model!r} was cut off after {len(pieces)} pieces (the "
+                f"stream from {where} ended before the model finished). Ask again."
+                if pieces else
+                f"{_openai.SERVICE} at {where} sent no answer from {self.model!r}: the reply "
+                "was not a stream of chat completion chunks. Ask again; if it keeps happening, "
+                "check OPENAI_BASE_URL points at an OpenAI-compatible server.",
+                service=_openai.SERVICE)
         llm_s = time.monotonic() - t0
         return Answer(
             text="".join(pieces), model=self.model, ttft_s=ttft, llm_s=llm_s,

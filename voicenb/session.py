@@ -18,7 +18,14 @@ from typing import Any
 import pandas as pd
 
 from ._config import Settings, resolve
-from ._errors import AudioError, ConfigError, ServiceError, TranscriptionError, VoicenbError
+from ._errors import (
+    AudioError,
+    AuthenticationError,
+    ConfigError,
+    ServiceError,
+    TranscriptionError,
+    VoicenbError,
+)
 from .audio import Audio, AudioLike, as_audio
 from .history import NAMES, HistoryStore
 from .llm import Chat
@@ -85,6 +92,10 @@ class Turn:
         said = (self.transcript or "")[:40]
         extra = f"error={self.error!r}" if self.status == "error" else f"transcript={said!r}"
         return f"Turn({self.session!r} #{self.turn}, status={self.status!r}, {extra})"
+
+
+class _Stopped(Exception):
+    """Raised in the transcription thread once its turns were interrupted, to end it."""
 
 
 @dataclass
@@ -174,6 +185,16 @@ class Session:
 
         return Recorder(self, show_turns=show_turns)
 
+    def live(self) -> Any:
+        """The real-time widget: the transcript forms as you speak, and each end of turn is
+        answered (streamed in) and recorded.
+
+        >>> s.live()                           # doctest: +SKIP
+        """
+        from .widgets import LiveRecorder
+
+        return LiveRecorder(self)
+
     def turn(self, number: int) -> Turn:
         row = self.store.get(self.name, number)
         if row is None:
@@ -249,11 +270,16 @@ class Session:
         """
         works: list[_Work] = []
         turns: list[int] = []
-        for item in items:
-            work, error = self._new_turn(item)
-            turns.append(work.turn if work else error[0])
-            if work is not None:
-                works.append(work)
+        try:
+            for item in items:
+                work, error = self._new_turn(item)
+                turns.append(work.turn if work else error[0])
+                if work is not None:
+                    works.append(work)
+        except BaseException as exc:  # Ctrl-C while saving the clips: none is left mid-stage
+            for work in works:
+                self._fail(work.turn, exc)
+            raise
         self._run(works, concurrency=concurrency, progress=progress)
         return [self.turn(n) for n in turns]
 
@@ -371,7 +397,13 @@ class Session:
         the same upload); one still running or done is waited for, not paid for twice."""
         if work.transcript_id is None:
             return
-        if client.get(work.transcript_id).get("status") == "error":
+        try:
+            status = client.get(work.transcript_id).get("status")
+        except AuthenticationError:
+            raise
+        except ServiceError:
+            return  # can't tell now: waiting on it will (and fails the turn if it errored)
+        if status == "error":
             work.transcript_id = None
 
     def _record_transcript(self, work: _Work, transcript: Transcript) -> None:
@@ -401,11 +433,16 @@ class Session:
     def _rerun(self, statuses: list[str], *, concurrency: int, progress: bool) -> list[Turn]:
         works: list[_Work] = []
         numbers: list[int] = []
-        for row in self.store.rows(self.name, statuses=statuses):
-            numbers.append(row["turn"])
-            work = self._work_from_row(row)
-            if work is not None:
-                works.append(work)
+        try:
+            for row in self.store.rows(self.name, statuses=statuses):
+                numbers.append(row["turn"])
+                work = self._work_from_row(row)
+                if work is not None:
+                    works.append(work)
+        except BaseException as exc:
+            for work in works:
+                self._fail(work.turn, exc)
+            raise
         self._run(works, concurrency=concurrency, progress=progress)
         return [self.turn(n) for n in numbers]
 
@@ -441,43 +478,53 @@ class Session:
                     ready[i] = value
                     cond.notify_all()
 
-        todo = []
-        for i, work in enumerate(works):
-            if work.transcript is not None:
-                deliver(i, work.transcript)
-            else:
-                try:
-                    self._silence_check(work)
-                    todo.append(i)
-                except AudioError as exc:
-                    deliver(i, exc)
-        thread = threading.Thread(target=self._transcribe_all,
-                                  args=(works, todo, deliver, concurrency, progress),
-                                  name="voicenb-stt", daemon=True)
-        thread.start()
-        from tqdm.auto import tqdm
+        # Once the answering loop stops (Ctrl-C, a bug), the transcription thread records no
+        # further stage: it keeps an upload URL or transcript id it learns, then ends.
+        stop = threading.Event()
+        guard = threading.Lock()
+        answered = 0
+        try:
+            todo = []
+            for i, work in enumerate(works):
+                if work.transcript is not None:
+                    deliver(i, work.transcript)
+                else:
+                    try:
+                        self._silence_check(work)
+                        todo.append(i)
+                    except AudioError as exc:
+                        deliver(i, exc)
+            thread = threading.Thread(
+                target=self._transcribe_all, name="voicenb-stt", daemon=True,
+                args=(works, todo, deliver, concurrency, progress, stop, guard))
+            thread.start()
+            from tqdm.auto import tqdm
 
-        for i in tqdm(range(len(works)), desc="answering", unit="turn", disable=not progress):
-            with cond:
-                while i not in ready:
-                    cond.wait()
-                value = ready.pop(i)
-            work = works[i]
-            try:
-                if isinstance(value, BaseException):
-                    raise value
-                self._answer(work, value)
-            except VoicenbError as exc:
-                self._fail(work.turn, exc)
-            except BaseException as exc:
-                for rest in works[i:]:
+            for i in tqdm(range(len(works)), desc="answering", unit="turn",
+                          disable=not progress):
+                with cond:
+                    while i not in ready:
+                        cond.wait()
+                    value = ready.pop(i)
+                work = works[i]
+                try:
+                    if isinstance(value, BaseException):
+                        raise value
+                    self._answer(work, value)
+                except VoicenbError as exc:
+                    self._fail(work.turn, exc)
+                answered = i + 1
+        except BaseException as exc:
+            with guard:
+                stop.set()
+                for rest in works[answered:]:
                     self._fail(rest.turn, exc)
-                raise
+            raise
         thread.join()
 
     def _transcribe_all(self, works: list[_Work], todo: list[int],
                         deliver: Callable[[int, Any], None], concurrency: int,
-                        progress: bool) -> None:
+                        progress: bool, stop: threading.Event, guard: threading.Lock) -> None:
         client = self._stt()
         try:
             if isinstance(client, AssemblyAI):
@@ -486,6 +533,16 @@ class Session:
                 subset = [works[i] for i in todo]
 
                 def on_stage(k: int, stage: str, value: Any) -> None:
+                    with guard:
+                        if stop.is_set():  # interrupted: keep what resume() can reuse, end
+                            if stage == "uploaded":
+                                self.store.update(self.name, subset[k].turn, upload_url=value)
+                            elif stage == "submitted":
+                                self._update(subset[k].turn, transcript_id=value)
+                            raise _Stopped
+                        stage_seen(k, stage, value)
+
+                def stage_seen(k: int, stage: str, value: Any) -> None:
                     if stage == "done":
                         if value.ok:
                             deliver(todo[k], value)
@@ -505,6 +562,8 @@ class Session:
                               on_stage=on_stage)
             else:
                 def one(i: int) -> None:
+                    if stop.is_set():
+                        return
                     try:
                         deliver(i, client.transcribe(works[i].audio, progress=False,
                                                      **self.stt_options))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import json
+import random
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,8 @@ from ._server import App, Request, Response, error
 
 SPEECH_MODELS = ("universal-3-5-pro", "universal-2")
 AUTH_ERROR = "Authentication error, API token missing/invalid"
+RANDOM_ERROR = ("Transcoding failed (simulated: error_rate). The simulator was told to fail "
+                "this fraction of transcripts.")
 
 
 @dataclass
@@ -48,6 +53,10 @@ class AssemblyAIService:
 
     Processing takes ``processing_fixed + processing_factor * audio_s`` seconds; at most
     ``concurrency`` jobs process at once (``None``: no limit) and the rest stay ``queued``.
+
+    ``error_rate`` (0 to 1, default 0; set it as ``sim.assemblyai.error_rate = 0.1``) makes
+    that fraction of new transcripts end with status ``error``, chosen by a random generator
+    seeded with the simulator's ``seed``, and counted as ``fault:transcript_error``.
     """
 
     def __init__(self, app: App, registry: Registry, *, key: str, processing_fixed: float,
@@ -61,6 +70,8 @@ class AssemblyAIService:
         self.concurrency = concurrency
         self.upload_bandwidth = upload_bandwidth
         self.base_url = ""
+        self.error_rate = 0.0
+        self._error_rng = random.Random(getattr(app, "seed", 0))
         self.jobs: dict[str, Job] = {}
         self._queue: list[Job] = []
         self._slots: list[float] = []  # finish times of jobs holding a processing slot
@@ -74,6 +85,46 @@ class AssemblyAIService:
 
     def close(self) -> None:
         self._dir.cleanup()
+
+    def ledger(self) -> dict[str, Counter[str]]:
+        """What the service did for each clip (by the sha256 of its audio), to check that a
+        client never paid twice for work it knew had succeeded.
+
+        Counters: ``uploads`` and ``transcripts`` (created); ``uploads_heard`` and
+        ``transcripts_heard``, those whose answer reached the client (not lost to a ``cut``
+        fault); ``transcripts_heard_ok``, heard ones that did not end with status ``error``.
+        A client that never repeats what it knew had succeeded has, per clip, at most one
+        upload heard and at most one transcript heard ok.
+        """
+        unheard_urls, unheard_ids = set(), set()
+        with self.app.lock:
+            hits = [h for h in self.app.fault_log if h.kind == "cut" and h.body]
+            jobs = list(self.jobs.values())
+            uploads = dict(self._uploads)
+        for hit in hits:
+            try:
+                body = json.loads(hit.body)
+            except ValueError:
+                continue
+            if hit.path == "/v2/upload" and isinstance(body, dict):
+                unheard_urls.add(body.get("upload_url"))
+            elif hit.path == "/v2/transcript" and isinstance(body, dict):
+                unheard_ids.add(body.get("id"))
+        out: dict[str, Counter[str]] = {}
+        prefix = f"{self.base_url}/cdn/upload/"
+        for uid, (_, sha) in uploads.items():
+            counts = out.setdefault(sha, Counter())
+            counts["uploads"] += 1
+            counts["uploads_heard"] += f"{prefix}{uid}" not in unheard_urls
+        for job in jobs:
+            entry = uploads.get(job.audio_url[len(prefix):]) \
+                if job.audio_url.startswith(prefix) else None
+            counts = out.setdefault(entry[1] if entry else job.audio_url, Counter())
+            heard = job.id not in unheard_ids
+            counts["transcripts"] += 1
+            counts["transcripts_heard"] += heard
+            counts["transcripts_heard_ok"] += heard and job.error is None
+        return out
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -139,6 +190,9 @@ class AssemblyAIService:
                               f"of: {allowed}")
         now = time.monotonic()
         text, err, audio_s = self._hear(audio_url)
+        if err is None and self._random_error():
+            text, err = None, RANDOM_ERROR
+            self.app.record_fault("transcript_error", "POST", "/v2/transcript")
         processing = self.processing_fixed + self.processing_factor * (audio_s or 0.0)
         job = Job(id=str(uuid.uuid4()), audio_url=audio_url, options=body, created=now,
                   processing_s=processing, audio_s=audio_s, text=text, error=err)
@@ -164,6 +218,10 @@ class AssemblyAIService:
         return Response(200, self._json(job, now))
 
     # -- the simulated service ---------------------------------------------------------------
+
+    def _random_error(self) -> bool:
+        with self.app.lock:
+            return bool(self.error_rate) and self._error_rng.random() < self.error_rate
 
     def _hear(self, audio_url: str) -> tuple[str | None, str | None, float | None]:
         """(text, error, audio seconds) for the audio behind ``audio_url``."""

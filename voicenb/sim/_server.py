@@ -45,6 +45,18 @@ class Fault:
             self.method is None or self.method.upper() == method)
 
 
+@dataclass
+class FaultHit:
+    """A fault the simulator served: its kind, the request it hit, and for a ``cut``
+    response the part of the body the route produced (so a test can tell which upload or
+    transcript the client never heard about)."""
+
+    kind: str
+    method: str
+    path: str
+    body: bytes | None = None
+
+
 class Request:
     """What a route handler sees."""
 
@@ -133,6 +145,11 @@ class App:
         self.fault_rate = fault_rate
         self.fault_kinds = fault_kinds
         self.stats: Counter[str] = Counter()
+        #: every fault served, in order (see :class:`FaultHit`)
+        self.fault_log: list[FaultHit] = []
+        #: seconds a random ``slow`` fault holds its answer
+        self.slow_delay = 30.0
+        self.seed = seed
         self.lock = threading.Lock()
         self._rng = random.Random(seed)
 
@@ -143,6 +160,12 @@ class App:
         with self.lock:
             self.stats[name] += n
 
+    def record_fault(self, kind: str, method: str, path: str, body: bytes | None = None
+                     ) -> None:
+        with self.lock:
+            self.stats[f"fault:{kind}"] += 1
+            self.fault_log.append(FaultHit(kind, method, path, body))
+
     def pick_fault(self, method: str, path: str) -> Fault | None:
         if path == "/health":
             return None
@@ -152,7 +175,7 @@ class App:
                     fault.times -= 1
                     return fault
             if self.fault_rate and self._rng.random() < self.fault_rate:
-                return Fault(self._rng.choice(self.fault_kinds), delay=30.0)
+                return Fault(self._rng.choice(self.fault_kinds), delay=self.slow_delay)
         return None
 
 
@@ -178,13 +201,14 @@ class _Handler(BaseHTTPRequestHandler):
         fault = app.pick_fault(method, path)
         try:
             if fault is not None and fault.kind == "cut":
-                app.count("fault:cut")
                 response = fn(request, **match.groupdict())
+                app.record_fault("cut", method, path,
+                                 response.body if response.stream is None else None)
                 request.drain()
                 self._send(response, cut_after=fault.after)
                 return
             if fault is not None:
-                app.count(f"fault:{fault.kind}")
+                app.record_fault(fault.kind, method, path)
                 response = self._fault(fault, request)
                 if response is None:
                     return
