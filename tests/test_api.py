@@ -11,9 +11,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 DOCUMENTED = {
     "transcribe", "transcribe_many", "Transcript", "ask", "Chat", "Answer", "speak", "Audio",
-    "Session", "Turn", "HistoryStore", "load_history", "summary", "plot_latency", "AssemblyAI", "Settings", "sim",
+    "Session", "Turn", "HistoryStore", "load_history", "summary", "plot_latency",
+    "AssemblyAI", "RealtimeTranscriber", "Settings", "sim",
     "VoicenbError", "ConfigError", "MissingDependencyError", "AudioError", "ServiceError",
-    "AuthenticationError", "RateLimitError", "ServiceTimeoutError", "ModelNotFoundError", "TranscriptionError",
+    "AuthenticationError", "RateLimitError", "ServiceTimeoutError", "ModelNotFoundError",
+    "TranscriptionError",
 }
 
 

@@ -27,6 +27,7 @@ from .history import HistoryStore, load_history, plot_latency, summary
 from .llm import Answer, Chat, ask
 from .session import Session, Turn
 from .stt import AssemblyAI, Transcript, transcribe, transcribe_many
+from .stt.streaming import RealtimeTranscriber
 from .tts import speak
 
 __version__ = "0.1.0"
@@ -47,6 +48,7 @@ __all__ = [
     "plot_latency",
     "Audio",
     "AssemblyAI",
+    "RealtimeTranscriber",
     "Settings",
     "sim",
     "VoicenbError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .live import LiveRecorder
 from .recorder import Recorder, TurnView
 
-__all__ = ["Recorder", "TurnView"]
+__all__ = ["Recorder", "TurnView", "LiveRecorder"]

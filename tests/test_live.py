@@ -1,0 +1,43 @@
+"""session.live() without a browser: PCM fed from Python becomes answered, recorded turns."""
+
+from __future__ import annotations
+
+import pytest
+
+import voicenb as vnb
+
+
+@pytest.fixture
+def live(sim, tmp_path):
+    return vnb.Session("live", home=str(tmp_path / "home")).live()
+
+
+def test_fed_speech_becomes_a_recorded_streaming_turn(live, sim, samples):
+    pcm = vnb.Audio(samples[0]).pcm16k() + b"\0\0" * 16000
+    for i in range(0, len(pcm), 1600):  # 100 ms at a time, as the browser sends it
+        live.feed(pcm[i:i + 1600])
+    live.stop()
+    assert live.wait(30)
+    assert live.transcript == "What is the capital of France?"
+    assert live.answer.startswith("(simulated answer)")
+    df = live.session.history
+    assert df["status"].tolist() == ["ok"]
+    assert df["stt_backend"].tolist() == ["assemblyai-streaming"]
+    assert df["stt_s"].iloc[0] > 0 and df["audio_s"].iloc[0] > 1
+    assert sim.streaming.stats["terminated"] == 1
+
+
+def test_the_browser_messages_drive_it(live, sim, samples):
+    live._on_msg(live, {"type": "start", "rate": 16000}, [])
+    assert live.state == "listening"
+    pcm = vnb.Audio(samples[1]).pcm16k() + b"\0\0" * 16000
+    live._on_msg(live, {"type": "audio"}, [memoryview(pcm)])
+    live.stop()
+    assert live.wait(30)
+    assert live.transcript == "How far away is the moon?"
+
+
+def test_a_refused_microphone_is_explained(live):
+    live._on_msg(live, {"type": "error", "message": "NotAllowedError: Permission denied"}, [])
+    assert live.state == "error"
+    assert "Allow the microphone" in live.status and "localhost" in live.status

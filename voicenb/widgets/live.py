@@ -1,0 +1,178 @@
+"""``session.live()``: talk, and see the transcript form while you speak.
+
+An anywidget whose front end (``static/live.js``) captures the microphone with an AudioWorklet
+as 16 kHz mono PCM and sends ~100 ms chunks to the kernel; the kernel streams them to
+AssemblyAI's Universal-Streaming v3 (:class:`~voicenb.stt.streaming.RealtimeTranscriber`).
+The partial transcript shows live; at each end of turn the model is asked and the answer
+streams in, and the turn lands in the session's history (``stt_backend`` is
+``assemblyai-streaming``, ``stt_s`` the time from the end of speech to the final transcript).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+import traitlets
+
+from .._errors import VoicenbError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..session import Session
+    from ..stt.streaming import TurnEvent
+
+STATIC = Path(__file__).with_name("static")
+
+
+class LiveRecorder(anywidget.AnyWidget):
+    """The live widget of a :class:`~voicenb.Session` (use ``session.live()``).
+
+    Without a browser, :meth:`feed` streams PCM from Python exactly as the microphone would;
+    :meth:`stop` ends the stream and :meth:`wait` waits for the last answer.
+    """
+
+    _esm = STATIC / "live.js"
+    status = traitlets.Unicode("Press Start and speak; a pause ends your turn.").tag(sync=True)
+    state = traitlets.Unicode("idle").tag(sync=True)
+    partial = traitlets.Unicode("").tag(sync=True)
+    transcript = traitlets.Unicode("").tag(sync=True)
+    answer = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, session: Session, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.session = session
+        self._rt: Any = None
+        self._sent = bytearray()
+        self._turns: queue.Queue[Any] = queue.Queue()
+        self._busy = threading.Condition()
+        self._pending = 0
+        self._worker = threading.Thread(target=self._answer_turns, name="voicenb-live",
+                                        daemon=True)
+        self._worker.start()
+        self.on_msg(self._on_msg)
+
+    def __repr__(self) -> str:
+        return f"LiveRecorder(session={self.session.name!r}, state={self.state!r})"
+
+    # -- from the browser, or from Python -------------------------------------------------
+
+    def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        try:
+            if kind == "start":
+                self.start()
+            elif kind == "audio":
+                for buffer in buffers:
+                    self.feed(bytes(buffer))
+            elif kind == "stop":
+                threading.Thread(target=self.stop, name="voicenb-live-stop",
+                                 daemon=True).start()
+            elif kind == "error":
+                self._show("error", f"Microphone unavailable ({content.get('message')}). "
+                                    "Allow the microphone for this page; browsers only offer "
+                                    "it on https:// or localhost.")
+        except VoicenbError as exc:
+            self._show("error", str(exc))
+
+    def start(self) -> None:
+        """Open a streaming session (the browser's Start button does this)."""
+        from ..stt.streaming import RealtimeTranscriber
+
+        if self._rt is not None:
+            return
+        self.session.chat  # connect to the model now, not after the first turn
+        self._sent = bytearray()
+        self._rt = RealtimeTranscriber(on_partial=self._on_partial, on_turn=self._on_turn,
+                                       settings=self.session.settings).start()
+        self._show("listening", "listening: speak, then pause to end your turn")
+
+    def feed(self, pcm: bytes) -> None:
+        """Stream 16 kHz mono 16-bit PCM (starting the session if needed)."""
+        if self._rt is None:
+            self.start()
+        self._sent += pcm
+        self._rt.send(pcm)
+
+    def stop(self) -> None:
+        """Flush, end the session with Terminate, and wait for the service to confirm."""
+        rt, self._rt = self._rt, None
+        if rt is None:
+            return
+        try:
+            rt.close()
+            if self.state == "listening":
+                self._show("idle", "stopped")
+        except VoicenbError as exc:
+            self._show("error", str(exc))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every finished turn has been answered; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._busy:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._busy.wait(left)
+        return True
+
+    # -- turns ------------------------------------------------------------------------------
+
+    def _on_partial(self, event: TurnEvent) -> None:
+        self.partial = event.text
+
+    def _on_turn(self, event: TurnEvent) -> None:
+        with self._busy:
+            self._pending += 1
+        self._turns.put((event, self._audio_of(event)))
+
+    def _audio_of(self, event: TurnEvent) -> bytes | None:
+        from ..audio import pcm_to_wav
+
+        if event.start_s is None or event.end_s is None:
+            return None
+        a = max(0, int((event.start_s - 0.25) * 16000)) * 2
+        b = int((event.end_s + 0.25) * 16000) * 2
+        return pcm_to_wav(bytes(self._sent[a:b])) if b > a else None
+
+    def _answer_turns(self) -> None:
+        from ..stt.streaming import BACKEND
+
+        while True:
+            event, audio = self._turns.get()
+            try:
+                self.partial = ""
+                self.transcript, self.answer = event.text, ""
+                self._show("answering", "thinking")
+                pieces: list[str] = []
+                last = [0.0]
+
+                def on_token(piece: str) -> None:
+                    pieces.append(piece)
+                    now = time.monotonic()
+                    if now - last[0] >= 0.05:
+                        last[0] = now
+                        self.answer = "".join(pieces)
+
+                turn = self.session.ask_text(
+                    event.text, audio=audio, stt_backend=BACKEND, stt_s=event.stt_s,
+                    transcript_id=f"{self._rt.session_id if self._rt else 'live'}:"
+                                  f"{event.turn_order}", on_token=on_token)
+                self.answer = turn.answer or ""
+                self._show("listening" if self._rt else "idle",
+                           f"turn {turn.turn}: done ({turn.total_s:.1f} s)")
+            except VoicenbError as exc:
+                self._show("error", str(exc))
+            except Exception as exc:  # keep the widget alive; say what broke
+                self._show("error", f"{type(exc).__name__}: {exc}")
+            finally:
+                with self._busy:
+                    self._pending -= 1
+                    self._busy.notify_all()
+
+    def _show(self, state: str, status: str) -> None:
+        self.state, self.status = state, status
