@@ -98,8 +98,9 @@ class AudioError(VoicenbError):
 class ServiceError(VoicenbError):
     """A service answered with an error status, sent something unreadable, or was unreachable.
 
-    ``status_code`` is the HTTP status (``None`` when no response arrived) and ``detail`` the
-    service's own error text.
+    ``status_code`` is the HTTP status (``None`` when no response arrived), ``detail`` the
+    service's own error text and ``code`` its error code when it sent one (OpenAI's
+    ``"context_length_exceeded"``, ``"invalid_api_key"``...).
     """
 
     def __init__(
@@ -109,10 +110,12 @@ class ServiceError(VoicenbError):
         service: str = "",
         status_code: int | None = None,
         detail: str | None = None,
+        code: str | None = None,
     ) -> None:
         self.service = service
         self.status_code = status_code
         self.detail = redact(detail) if detail else detail
+        self.code = code
         super().__init__(message)
 
 

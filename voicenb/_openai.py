@@ -71,8 +71,9 @@ def convert(exc: BaseException, *, model: str | None, base_url: str | None,
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = _detail(exc)
-        kw = dict(service=SERVICE, status_code=status, detail=detail)
         code = (exc.body or {}).get("code") if isinstance(exc.body, dict) else None
+        code = code if isinstance(code, str) else None
+        kw = dict(service=SERVICE, status_code=status, detail=detail, code=code)
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
             return AuthenticationError(
                 f"{SERVICE} at {where} refused the API key ({status}: {detail}). Check "

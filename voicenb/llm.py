@@ -21,6 +21,8 @@ from ._errors import ConfigError, ServiceError
 DEFAULT_MAX_HISTORY = 20
 #: ...and at most about this many tokens of them (oldest dropped first).
 DEFAULT_HISTORY_TOKENS = 8000
+#: the error code OpenAI (and compatible servers) send for a conversation over the context
+CONTEXT_TOO_LONG = "context_length_exceeded"
 
 
 @dataclass
@@ -91,6 +93,10 @@ class Chat:
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
         """What is sent for ``prompt``: the system text, the kept history, the prompt."""
+        return self._messages(self._kept(), prompt)
+
+    def _kept(self) -> list[tuple[str, str]]:
+        """The newest question/answer pairs within ``max_history`` and ``history_tokens``."""
         kept: list[tuple[str, str]] = []
         budget = self.history_tokens
         for question, answer in reversed(self.history[-self.max_history:] if self.max_history
@@ -100,8 +106,12 @@ class Chat:
                 break
             budget -= cost
             kept.append((question, answer))
+        kept.reverse()
+        return kept
+
+    def _messages(self, kept: list[tuple[str, str]], prompt: str) -> list[dict[str, str]]:
         out = [{"role": "system", "content": self.system}] if self.system else []
-        for question, answer in reversed(kept):
+        for question, answer in kept:
             out += [{"role": "user", "content": question},
                     {"role": "assistant", "content": answer}]
         out.append({"role": "user", "content": prompt})
@@ -110,11 +120,33 @@ class Chat:
     def ask(self, prompt: str, *, stream: bool = False,
             on_token: Callable[[str], None] | None = None, **params: Any) -> Answer:
         """Ask and remember. ``stream=True`` shows tokens as they arrive; ``on_token`` is
-        called with each piece of text; ``params`` go to the API (``temperature=0``...)."""
+        called with each piece of text; ``params`` go to the API (``temperature=0``...).
+
+        If the model says the conversation is longer than its context, the older half of
+        the memory is dropped and the question asked again, down to no memory at all; a
+        prompt too long on its own raises :class:`ServiceError` saying so.
+        """
         if not isinstance(prompt, str) or not prompt.strip():
             raise ConfigError("The prompt is empty: there is nothing to ask.")
-        answer = self._complete(self.messages(prompt), stream=stream, on_token=on_token,
-                                **params)
+        kept = full = self._kept()
+        while True:
+            try:
+                answer = self._complete(self._messages(kept, prompt), stream=stream,
+                                        on_token=on_token, **params)
+                break
+            except ServiceError as exc:
+                if exc.code != CONTEXT_TOO_LONG:
+                    raise
+                if not kept:
+                    raise ServiceError(
+                        f"The prompt alone is too long for {self.model!r} ({exc.detail}). "
+                        "Shorten it, or split it into several questions (voicenb already "
+                        "left the earlier turns out).", service=exc.service,
+                        status_code=exc.status_code, detail=exc.detail, code=exc.code
+                    ) from None
+                kept = kept[(len(kept) + 1) // 2:]  # leave the older half out
+        if len(kept) < len(full):  # and out of the next questions too
+            self.history = list(kept)
         self.history.append((prompt, answer.text))
         if len(self.history) > max(self.max_history, 1) * 4:  # keep the list itself small
             del self.history[: len(self.history) - self.max_history]

@@ -26,16 +26,21 @@ from ._errors import (
     TranscriptionError,
     VoicenbError,
 )
-from .audio import Audio, AudioLike, as_audio
+from .audio import ASSEMBLYAI_MAX_BYTES, Audio, AudioLike, as_audio
 from .history import NAMES, HistoryStore
 from .llm import Chat
 from .stt import _client as stt_client
 from .stt.assemblyai import AssemblyAI
 from .stt.base import Transcript, source_name
 from .stt.local import auto_backend
+from .stt.openai import MAX_BYTES as OPENAI_MAX_BYTES
 
 NO_SPEECH = ("No speech detected: {why}. Check that the microphone is on and not muted, then "
              "record again. Nothing was sent to the model.")
+
+#: the largest clip each service takes: checked before the audio is copied or sent
+SIZE_LIMITS = {"assemblyai": (ASSEMBLYAI_MAX_BYTES, "AssemblyAI uploads"),
+               "openai": (OPENAI_MAX_BYTES, "OpenAI transcription, 25 MB")}
 
 #: status callback: (turn number, status) with status one of the history's stages
 OnStatus = Callable[[int, str], None]
@@ -302,6 +307,8 @@ class Session:
         base = dict(stt_backend=self._backend(), llm_model=self.settings.model)
         try:
             audio = as_audio(item)
+            if base["stt_backend"] in SIZE_LIMITS:
+                audio.check_size(*SIZE_LIMITS[base["stt_backend"]])
             audio_s = audio.duration
             saved = audio.save(self.store.audio_dir)
         except AudioError as exc:
