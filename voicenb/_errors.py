@@ -42,10 +42,14 @@ _secrets_lock = threading.Lock()
 
 
 def remember_secret(value: str | None) -> None:
-    """Register a key so that :func:`redact` masks it wherever it turns up."""
-    if value and len(value) >= 4:
-        with _secrets_lock:
-            _secrets.add(value)
+    """Register a key so that :func:`redact` masks it wherever it turns up (also without
+    the spaces or line break it may have been pasted with)."""
+    if not isinstance(value, str):
+        return
+    with _secrets_lock:
+        for secret in {value, value.strip()}:
+            if len(secret) >= 4:
+                _secrets.add(secret)
 
 
 def redact(text: str) -> str:

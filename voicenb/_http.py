@@ -20,6 +20,7 @@ from urllib3.util import Retry
 from ._config import Settings
 from ._errors import (
     AuthenticationError,
+    ConfigError,
     RateLimitError,
     ServiceError,
     ServiceTimeoutError,
@@ -46,6 +47,21 @@ def make_retry(settings: Settings) -> Retry:
         retry_after_max=int(settings.max_retry_after),
         raise_on_status=False,  # hand back the last response so its error text is kept
     )
+
+
+def clean_key(key: str, service: str, env: str) -> str:
+    """``key`` without the spaces or line break it may have been pasted with; a
+    :class:`ConfigError` (that does not show it) if it still has a character an HTTP header
+    cannot carry, which would otherwise fail every request with a confusing error."""
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"The {service} API key is blank. Set {env} to your key.")
+    if not (key.isascii() and key.isprintable()):
+        raise ConfigError(
+            f"The {service} API key contains a character an HTTP header cannot carry (a line "
+            "break, a tab, or a non-ASCII character such as a typographic dash or quote). "
+            f"Copy the key again into {env}, or wherever you set it.")
+    return key
 
 
 class _HeaderAuth(requests.auth.AuthBase):
@@ -108,6 +124,10 @@ class HttpClient:
                 service=self.service) from None
         except requests.exceptions.RequestException as exc:
             raise ServiceError(f"{what} failed: {_reason(exc)}", service=self.service) from None
+        except ValueError as exc:  # http.client refusing a header value, for one
+            raise ServiceError(f"{what} could not be sent ({type(exc).__name__}). Check the "
+                               "key and the base URL for stray characters.",
+                               service=self.service) from None
         return self._decode(response, what)
 
     def _decode(self, response: requests.Response, what: str) -> Any:

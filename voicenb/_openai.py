@@ -36,6 +36,10 @@ def client(settings: Settings) -> Any:
 
     base_url = settings.openai_base_url or DEFAULT_OPENAI_BASE_URL
     key = settings.openai_api_key
+    if key:
+        from ._http import clean_key
+
+        key = clean_key(key, SERVICE, "OPENAI_API_KEY")
     if not key:
         if base_url.rstrip("/") == DEFAULT_OPENAI_BASE_URL:
             settings.require("openai_api_key")  # raises ConfigError naming every way

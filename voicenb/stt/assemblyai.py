@@ -28,7 +28,7 @@ from .._errors import (
     TranscriptionError,
     VoicenbError,
 )
-from .._http import HttpClient, field
+from .._http import HttpClient, clean_key, field
 from ..audio import ASSEMBLYAI_MAX_BYTES, Audio, AudioLike, as_audio
 from .base import Transcript, source_name
 
@@ -194,7 +194,8 @@ class AssemblyAI:
         self.settings = resolve(
             settings, assemblyai_api_key=api_key, assemblyai_base_url=base_url
         )
-        key = self.settings.require("assemblyai_api_key")
+        key = clean_key(self.settings.require("assemblyai_api_key"), "AssemblyAI",
+                        "ASSEMBLYAI_API_KEY")
         self.http = HttpClient(
             "AssemblyAI",
             self.settings.assemblyai_base_url,
