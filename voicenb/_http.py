@@ -110,18 +110,22 @@ class HttpClient:
         what = f"{self.service} {method} {path}"
         try:
             response = self.session.request(method, url, **kwargs)
-        except requests.exceptions.Timeout as exc:
+        except requests.exceptions.Timeout:
             raise ServiceTimeoutError(
                 f"{what} timed out after retries (timeouts: connect {self.timeout[0]} s, read "
                 f"{self.timeout[1]} s). The service may be slow; try again or raise "
                 "Settings.read_timeout.", service=self.service) from None
-        except requests.exceptions.RetryError as exc:  # pragma: no cover - raise_on_status=False
+        except requests.exceptions.RetryError:  # pragma: no cover - raise_on_status=False
             raise ServiceError(f"{what} failed after retries.", service=self.service) from None
         except requests.exceptions.ConnectionError as exc:
             raise ServiceError(
                 f"Cannot reach {self.service} at {self.base_url} ({_reason(exc)}). Check the "
                 "network and the base URL; for offline use start `python -m voicenb.sim`.",
                 service=self.service) from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise ServiceError(
+                f"{what} broke off while its answer was arriving ({_reason(exc)}). Try again "
+                "(a session's retry_failed() does).", service=self.service) from None
         except requests.exceptions.RequestException as exc:
             raise ServiceError(f"{what} failed: {_reason(exc)}", service=self.service) from None
         except ValueError as exc:  # http.client refusing a header value, for one

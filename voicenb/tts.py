@@ -18,7 +18,7 @@ from typing import Any
 from . import _openai
 from ._config import Settings, _from_environment, resolve
 from ._errors import ConfigError, ModelNotFoundError, ServiceError
-from .audio import Audio
+from .audio import Audio, pcm_to_wav
 
 __all__ = ["speak", "play", "BACKENDS", "DEFAULT_MODEL", "DEFAULT_VOICE"]
 
@@ -92,25 +92,12 @@ def _openai_speech(text: str, voice: str, model: str, cfg: Settings,
         raise error from None
     fmt = options.get("response_format") or "mp3"
     if fmt == "pcm":  # headerless: wrap it so it is a clip like any other
-        data = _wav(data, rate=24000)
+        data = pcm_to_wav(data, rate=24000)
     try:
         return Audio(data, name=f"speech.{'wav' if fmt == 'pcm' else fmt}")
     except Exception as exc:
         raise ServiceError(f"OpenAI speech sent something that is not audio ({exc}).",
                            service=_openai.SERVICE) from exc
-
-
-def _wav(pcm: bytes, rate: int) -> bytes:
-    import io
-    import wave
-
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return buf.getvalue()
 
 
 def _espeak(text: str, voice: str | None) -> Audio:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .._errors import ConfigError, VoicenbError
 from ..audio import Audio
 
 
@@ -82,3 +86,30 @@ def source_name(item: object) -> str:
     if isinstance(item, (bytes, bytearray, memoryview)):
         return "<bytes>"
     return str(item)
+
+
+def transcribe_each(transcribe: Callable[[Any], Transcript], items: Iterable[Any], *,
+                    backend: str, concurrency: int, progress: bool) -> list[Transcript]:
+    """``transcribe`` each item on a thread pool, in input order, with a tqdm.auto bar; a clip
+    that fails becomes an error item. For backends that answer in one request."""
+    items = list(items)
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, not {concurrency}.")
+    if not items:
+        return []
+    from tqdm.auto import tqdm
+
+    def one(item: Any) -> Transcript:
+        t0 = time.monotonic()
+        try:
+            return transcribe(item)
+        except VoicenbError as exc:
+            return Transcript.failed(str(exc), backend=backend, source=source_name(item),
+                                     stt_s=time.monotonic() - t0)
+
+    with ThreadPoolExecutor(min(concurrency, len(items))) as pool, \
+            tqdm(total=len(items), desc="transcribing", unit="clip", disable=not progress) as bar:
+        futures = [pool.submit(one, item) for item in items]
+        for future in futures:
+            future.add_done_callback(lambda _f: bar.update(1))
+        return [f.result() for f in futures]

@@ -20,15 +20,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .._config import Settings, _from_environment
-from .._errors import ConfigError, MissingDependencyError, VoicenbError
+from .._errors import ConfigError, MissingDependencyError
 from ..audio import Audio, AudioLike, as_audio
-from .base import Transcript, source_name
+from .base import Transcript, transcribe_each
 
 __all__ = ["SphinxTranscriber", "WhisperTranscriber", "auto_backend", "whisper_model_ready",
            "whisper_model_name", "locate_whisper_model", "to_float32", "DEFAULT_WHISPER_MODEL"]
@@ -76,29 +75,9 @@ class _LocalTranscriber:
     def transcribe_many(self, items: Iterable[AudioLike], *, concurrency: int = 4,
                         progress: bool = True, **options: Any) -> list[Transcript]:
         """Transcribe clips in input order; a failed clip is an error item, never a raise."""
-        items = list(items)
-        if concurrency < 1:
-            raise ConfigError(f"concurrency must be at least 1, not {concurrency}.")
-        if not items:
-            return []
-        from tqdm.auto import tqdm
-
-        def one(item: AudioLike) -> Transcript:
-            t0 = time.monotonic()
-            try:
-                return self.transcribe(item, **options)
-            except VoicenbError as exc:
-                return Transcript.failed(str(exc), backend=self.backend,
-                                         source=source_name(item), stt_s=time.monotonic() - t0)
-
-        workers = max(1, min(concurrency, self.max_workers, len(items)))
-        with ThreadPoolExecutor(workers) as pool, \
-                tqdm(total=len(items), desc="transcribing", unit="clip",
-                     disable=not progress) as bar:
-            futures = [pool.submit(one, item) for item in items]
-            for future in futures:
-                future.add_done_callback(lambda _f: bar.update(1))
-            return [f.result() for f in futures]
+        return transcribe_each(lambda item: self.transcribe(item, **options), items,
+                               backend=self.backend, progress=progress,
+                               concurrency=max(1, min(concurrency, self.max_workers)))
 
     def _check(self, options: dict[str, Any]) -> None:
         """Refuse options the engine does not take, before any decoding."""

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import _openai
 from .._config import Settings, resolve
-from .._errors import ConfigError, VoicenbError
 from ..audio import AudioLike, as_audio
-from .base import Transcript, source_name
+from .base import Transcript, transcribe_each
 
 DEFAULT_MODEL = "whisper-1"
 #: OpenAI rejects audio files over 25 MB; checked before the upload starts.
@@ -55,25 +53,7 @@ class OpenAITranscriber:
 
     def transcribe_many(self, items: Iterable[AudioLike], *, concurrency: int = 8,
                         progress: bool = True, **options: Any) -> list[Transcript]:
-        items = list(items)
-        if concurrency < 1:
-            raise ConfigError(f"concurrency must be at least 1, not {concurrency}.")
-        if not items:
-            return []
-        from tqdm.auto import tqdm
-
-        def one(item: AudioLike) -> Transcript:
-            t0 = time.monotonic()
-            try:
-                return self.transcribe(item, **options)
-            except VoicenbError as exc:
-                return Transcript.failed(str(exc), backend=self.backend,
-                                         source=source_name(item), stt_s=time.monotonic() - t0)
-
-        with ThreadPoolExecutor(min(concurrency, len(items))) as pool, \
-                tqdm(total=len(items), desc="transcribing", unit="clip",
-                     disable=not progress) as bar:
-            futures = [pool.submit(one, item) for item in items]
-            for future in futures:
-                future.add_done_callback(lambda _f: bar.update(1))
-            return [f.result() for f in futures]
+        """Transcribe clips in input order; a failed clip is an error item, never a raise."""
+        return transcribe_each(lambda item: self.transcribe(item, **options), items,
+                               backend=self.backend, concurrency=concurrency,
+                               progress=progress)
