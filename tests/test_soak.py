@@ -197,3 +197,29 @@ def test_ctrl_c_during_ask_many_leaves_every_unfinished_turn_interrupted(sim, tm
     turns = session.resume(progress=False)
     assert [t.status for t in turns] == ["ok"] * 6
     assert sim.stats["uploads"] == 6  # an upload that had finished was not done again
+
+
+def test_a_garbled_whisper_answer_is_a_service_error(sim, sample):
+    # The SDK's json.JSONDecodeError used to escape as it was.
+    sim.inject("malformed", "/v1/audio/transcriptions")
+    with pytest.raises(vnb.ServiceError, match="not valid JSON"):
+        vnb.transcribe(sample, backend="openai", settings=FAST)
+
+
+def test_a_garbled_whisper_answer_fails_one_turn_of_a_batch_not_the_batch(sim, tmp_path,
+                                                                          samples):
+    # It used to escape from ask_many and leave every other turn interrupted.
+    session = vnb.Session("w", home=str(tmp_path / "home"), stt="openai", settings=FAST)
+    sim.inject("malformed", "/v1/audio/transcriptions")
+    turns = session.ask_many(samples, progress=False, concurrency=1)
+    assert [t.status for t in turns] == ["error", "ok", "ok"]
+    assert "not valid JSON" in turns[0].error
+    assert [t.status for t in session.retry_failed(progress=False)] == ["ok"]
+
+
+def test_an_upload_whose_answer_broke_off_says_to_try_again(session, sim, sample):
+    sim.inject("cut", "/v2/upload")
+    with pytest.raises(vnb.ServiceError, match="broke off while its answer was arriving"):
+        session.ask_audio(sample)
+    [turn] = session.retry_failed(progress=False)
+    assert turn.ok

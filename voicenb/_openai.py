@@ -5,6 +5,7 @@ Retries are the SDK's own (``max_retries``, from Settings); voicenb adds no seco
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -111,13 +112,19 @@ def convert(exc: BaseException, *, model: str | None, base_url: str | None,
         return ServiceError(
             f"Cannot reach {SERVICE} at {where} ({_detail(exc)}). Check the network and "
             "OPENAI_BASE_URL; for offline use start `python -m voicenb.sim`.", service=SERVICE)
+    if isinstance(exc, json.JSONDecodeError):  # a 200 whose body the SDK could not read
+        return ServiceError(
+            f"{SERVICE} at {where} sent a {what} answer that is not valid JSON ({exc.msg}). "
+            "Try again.", service=SERVICE)
     return ServiceError(f"{SERVICE} {what} failed: {type(exc).__name__}: {_detail(exc)}",
                         service=SERVICE)
 
 
 def is_transport_error(exc: BaseException) -> bool:
-    """An error from the SDK or the HTTP library beneath it (vs. a bug in voicenb)."""
+    """An error from the SDK or the HTTP library beneath it (vs. a bug in voicenb), including
+    the SDK failing to decode a garbled body."""
     import openai
 
     module = type(exc).__module__ or ""
-    return isinstance(exc, openai.OpenAIError) or module.startswith(("httpx", "httpcore"))
+    return isinstance(exc, (openai.OpenAIError, json.JSONDecodeError)) or module.startswith(
+        ("httpx", "httpcore"))
