@@ -220,7 +220,7 @@ def test_a_session_refuses_a_file_over_the_limit_without_copying_it(sim, tmp_pat
 
 
 def test_a_long_conversation_is_trimmed_to_fit_the_models_context(sim):
-    sim.openai.context_window = 3000
+    sim.openai.context_window, sim.openai.token_rate = 3000, 1e6  # long answers, quickly
     chat = vnb.Chat(history_tokens=1_000_000)  # no budget of its own: the model's limit rules
     answers = [chat.ask(f"Question {i}: " + "tell me more. " * 200) for i in range(8)]
     assert all(a.text.startswith("(simulated answer)") for a in answers)
@@ -230,7 +230,7 @@ def test_a_long_conversation_is_trimmed_to_fit_the_models_context(sim):
 
 
 def test_a_session_of_long_questions_keeps_answering(sim, tmp_path, make_wav):
-    sim.openai.context_window = 3000
+    sim.openai.context_window, sim.openai.token_rate = 3000, 1e6  # long answers, quickly
     clips = [make_wav(f"long {i}.wav", 1.0 + i / 10) for i in range(5)]
     for i, clip in enumerate(clips):
         sim.register(clip, f"Long question {i}: " + "and then what happened? " * 90)
@@ -239,7 +239,7 @@ def test_a_session_of_long_questions_keeps_answering(sim, tmp_path, make_wav):
 
 
 def test_a_prompt_too_long_on_its_own_says_so(sim):
-    sim.openai.context_window = 3000
+    sim.openai.context_window, sim.openai.token_rate = 3000, 1e6  # long answers, quickly
     chat = vnb.Chat()
     chat.ask(FRANCE)
     with pytest.raises(vnb.ServiceError, match="prompt alone is too long") as info:
@@ -250,7 +250,7 @@ def test_a_prompt_too_long_on_its_own_says_so(sim):
 
 def test_a_session_turn_too_long_for_the_model_is_an_error_that_says_so(session, sim,
                                                                        make_wav):
-    sim.openai.context_window = 3000
+    sim.openai.context_window, sim.openai.token_rate = 3000, 1e6  # long answers, quickly
     clip = make_wav("ramble.wav", 1.0)
     sim.register(clip, "word " * 20_000)
     with pytest.raises(vnb.ServiceError, match="prompt alone is too long"):

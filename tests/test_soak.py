@@ -11,6 +11,8 @@ import array
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import wave
@@ -22,6 +24,7 @@ import pytest
 
 import voicenb as vnb
 
+ROOT = Path(__file__).resolve().parents[1]
 TURNS = 120
 #: short timeouts and backoff, so faults cost little time; a "slow" answer outlasts the timeout
 FAST = vnb.Settings(read_timeout=2.0, backoff=0.05, max_retries=3, poll_timeout=120)
@@ -125,6 +128,17 @@ def test_no_transcript_that_completed_was_paid_for_again(soak):
 def test_no_turn_was_answered_twice(soak):
     # Every turn has an answer; the only other completions were cut off midway.
     assert soak.stats["chat_completions"] == TURNS + soak.cut_answers
+
+
+def test_the_soak_benchmark_runs_and_reports_its_figures():
+    out = subprocess.run([sys.executable, "-m", "bench.soak", "--turns", "10",
+                          "--read-timeout", "1"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ("fault injected", "ok after retry_failed (faults off)",
+                 "duplicate uploads", "duplicate transcriptions", "duplicate answers",
+                 "healthy: yes"):
+        assert line in out.stdout
 
 
 # -- bugs the soak found -----------------------------------------------------------------------
