@@ -258,3 +258,29 @@ def test_a_session_turn_too_long_for_the_model_is_an_error_that_says_so(session,
     row = session.history.iloc[-1]
     assert row["status"] == "error" and "prompt alone is too long" in row["error"]
     assert row["transcript"].startswith("word word")  # the transcript is kept
+
+
+# -- odd settings ---------------------------------------------------------------------------------
+
+
+def test_a_prompt_template_with_other_braces_is_refused_up_front(tmp_path):
+    # It used to fail only at the first answer, with a bare KeyError that stopped a batch.
+    with pytest.raises(vnb.ConfigError, match="Write a literal brace twice"):
+        vnb.Session("t", home=str(tmp_path / "home"),
+                    prompt_template='Reply as JSON {"answer": ...}: {transcript}')
+
+
+def test_literal_braces_and_braces_in_a_transcript_are_kept(sim, tmp_path, make_wav):
+    clip = make_wav("braces.wav", 1.0)
+    sim.register(clip, "What does {transcript} or {0} mean?")
+    session = vnb.Session("t", home=str(tmp_path / "home"),
+                          prompt_template='Reply as JSON {{"answer": ...}}: {transcript}')
+    turn = session.ask_audio(clip)
+    assert turn.prompt == 'Reply as JSON {"answer": ...}: What does {transcript} or {0} mean?'
+
+
+def test_a_session_name_that_looks_like_sql_is_just_a_name(sim, tmp_path, sample):
+    name = "demo'); DROP TABLE turns; --"
+    vnb.Session(name, home=str(tmp_path / "home")).ask_audio(sample)
+    df = vnb.load_history(str(tmp_path / "home"), session=name)
+    assert df["session"].tolist() == [name] and df["status"].tolist() == ["ok"]

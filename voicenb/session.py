@@ -148,6 +148,13 @@ class Session:
         if "{transcript}" not in prompt_template:
             raise ConfigError("prompt_template must contain {transcript}, e.g. "
                               "'Answer briefly: {transcript}'.")
+        try:
+            prompt_template.format(transcript="a question")
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ConfigError(
+                f"prompt_template {prompt_template!r} has a placeholder other than "
+                f"{{transcript}} ({type(exc).__name__}: {exc}). Write a literal brace twice: "
+                "'Reply as JSON {{\"answer\": ...}}: {transcript}'.") from None
         self.name = name
         self.settings = resolve(settings, home=home, stt=stt, model=model)
         self.system = system
