@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Jupyter refuses to run as root unless told; containers often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 demo: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/demo.ipynb
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(ROOT_FLAG) $(JUPYTER_ARGS) notebooks/demo.ipynb
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
