@@ -8,6 +8,7 @@ failed request never loses a turn. Rows whose process died mid-turn read as
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sqlite3
 import threading
@@ -60,6 +61,21 @@ STAGES = ("started", "uploading", "transcribing", "answering")
 FINAL = ("ok", "error", "interrupted")
 
 _STATE = ("upload_url", "owner", "updated_at")
+
+
+def _while_locked(step: Any, timeout: float = 60.0) -> Any:
+    """Run ``step``, again while SQLite says the file is locked (another process is
+    opening it), for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
 
 
 def _owner() -> str:
@@ -118,9 +134,11 @@ class HistoryStore:
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
                                    check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 60000")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        # Switching to WAL takes the file's exclusive lock, and SQLite answers "database is
+        # locked" at once, without waiting, when another process opens it at that moment.
+        _while_locked(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
         self._db.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
+        _while_locked(self._migrate)
 
     def __repr__(self) -> str:
         return f"HistoryStore({str(self.home)!r})"
