@@ -133,6 +133,12 @@ def report(r: dict) -> str:
     out.append(table([("fault injected", "count"), *[(k, str(v)) for k, v in faults],
                       ("all", str(sum(r["faults"].values())))]))
     out.append("")
+    kinds = [k for k, _ in faults]
+    routes = sorted({route for _, route in r["faults_by_route"]})
+    out.append(table([("route", *kinds), *[
+        (route, *[str(r["faults_by_route"].get((k, route), 0)) for k in kinds])
+        for route in routes]]))
+    out.append("")
     out.append(table([
         ("measure", "value"),
         ("turns", str(r["turns"])),
