@@ -16,7 +16,7 @@ from email.policy import default as default_policy
 from typing import Any
 
 from .._errors import AudioError
-from ..audio import Audio
+from ..audio import Audio, pcm_to_wav
 from ._registry import Registry
 from ._server import App, Request, Response
 
@@ -250,19 +250,13 @@ def speech_pcm(text: str, rate: int = SPEECH_RATE) -> bytes:
 def speech_audio(text: str, fmt: str) -> bytes:
     """The simulated speech for ``text`` as OpenAI's ``response_format`` ``fmt``."""
     import io
-    import wave
 
     pcm = speech_pcm(text)
     if fmt == "pcm":
         return pcm
-    buf = io.BytesIO()
     if fmt == "wav":
-        with wave.open(buf, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(SPEECH_RATE)
-            w.writeframes(pcm)
-        return buf.getvalue()
+        return pcm_to_wav(pcm, SPEECH_RATE)
+    buf = io.BytesIO()
     import av
     import numpy as np
 
