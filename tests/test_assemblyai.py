@@ -90,16 +90,15 @@ def test_poll_schedule_sleeps_until_the_predicted_finish_then_checks_densely():
     assert p.delay(2, 3.4, 4.0, 1) == pytest.approx(0.13)
 
 
-def test_a_finished_transcript_is_noticed_quickly_once_the_client_has_learned(sim, samples):
+def test_the_client_learns_how_long_transcripts_take(sim, samples):
     client = vnb.AssemblyAI(poll=PollPolicy())
-    for s in samples:  # teach the estimator
+    assert client._estimator.predict(2.0) is None  # nothing known yet: the plain schedule
+    for s in samples * 2:
         client.transcribe(s)
-    lags = []
-    for s in samples:
-        t = client.transcribe(s)
-        job = sim.jobs[t.id]
-        lags.append(t.transcribe_s - (job.finished - job.created))
-    assert max(lags) < 0.5
+    for s in samples:  # it now predicts each clip's processing time, from its length
+        job = next(j for j in sim.jobs.values() if j.audio_s == vnb.Audio(s).duration)
+        assert client._estimator.predict(job.audio_s) == pytest.approx(job.processing_s,
+                                                                       rel=0.3)
 
 
 # -- faults ---------------------------------------------------------------------------------
@@ -206,10 +205,12 @@ def test_transcribe_many_turns_failures_into_error_items(sim, samples, tmp_path)
 
 def test_transcribe_many_runs_concurrently(sim, samples):
     sim.assemblyai.processing_fixed = 1.0
-    t0 = time.monotonic()
     ts = vnb.transcribe_many(samples * 4, concurrency=12, progress=False)
     assert all(t.ok for t in ts)
-    assert time.monotonic() - t0 < 12 * 1.0 / 2  # far below one-by-one
+    jobs = list(sim.jobs.values())
+    # the service had several of them in hand at once, not one after another
+    busiest = max(sum(k.created <= j.created < k.finished for k in jobs) for j in jobs)
+    assert busiest >= 6
 
 
 def test_transcribe_many_respects_the_concurrency_limit_of_the_service(sim, samples):

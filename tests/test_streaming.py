@@ -34,7 +34,7 @@ def test_final_turns_are_the_formatted_ones_with_timings(sim, pcm):
                                         "How far away is the moon?"]
     assert all(t.formatted and t.end_of_turn for t in finals)
     assert [t.turn_order for t in finals] == [0, 1]
-    assert all(0 < t.stt_s < 5 for t in finals)
+    assert all(t.stt_s > 0 for t in finals)  # measured from the end of speech, as sent
     assert finals[0].start_s < finals[0].end_s < finals[1].start_s
     assert partials and partials[0].text.islower() and not partials[0].end_of_turn
     assert begun == [rt.session_id]
