@@ -72,3 +72,23 @@ def copy_sample(tmp_path, sample):
         return dest
 
     return copy
+
+
+@pytest.fixture
+def encode(tmp_path):
+    """Re-encode an audio file with PyAV (e.g. to the WebM/Opus a browser records)."""
+    def encode(source: Path, fmt: str = "webm", codec: str = "libopus") -> bytes:
+        import av
+
+        out = tmp_path / f"encoded.{fmt}"
+        with av.open(str(source)) as src, av.open(str(out), "w", format=fmt) as dst:
+            stream = dst.add_stream(codec, rate=48000)
+            for frame in src.decode(audio=0):
+                frame.pts = None
+                for packet in stream.encode(frame):
+                    dst.mux(packet)
+            for packet in stream.encode(None):
+                dst.mux(packet)
+        return out.read_bytes()
+
+    return encode

@@ -33,26 +33,11 @@ def test_pcm16k_is_16khz_mono_16bit(sample):
     assert len(pcm) == pytest.approx(1.977 * 16000 * 2, rel=0.01)
 
 
-def _encode(tmp_path, fmt: str, codec: str, sample) -> bytes:
-    import av
-
-    out = tmp_path / f"clip.{fmt}"
-    with av.open(str(sample)) as src, av.open(str(out), "w", format=fmt) as dst:
-        stream = dst.add_stream(codec, rate=48000)
-        for frame in src.decode(audio=0):
-            frame.pts = None
-            for packet in stream.encode(frame):
-                dst.mux(packet)
-        for packet in stream.encode(None):
-            dst.mux(packet)
-    return out.read_bytes()
-
-
 @pytest.mark.parametrize("fmt,codec,name", [("webm", "libopus", "webm"), ("ogg", "libopus", "ogg"),
                                              ("flac", "flac", "flac"), ("mp3", "mp3", "mp3")])
-def test_compressed_formats_are_sniffed_measured_and_decoded(tmp_path, sample, fmt, codec, name):
+def test_compressed_formats_are_sniffed_measured_and_decoded(encode, sample, fmt, codec, name):
     try:
-        data = _encode(tmp_path, fmt, codec, sample)
+        data = encode(sample, fmt, codec)
     except Exception as exc:  # pragma: no cover - codec missing from this PyAV build
         pytest.skip(f"PyAV cannot encode {codec}: {exc}")
     a = vnb.Audio(data)

@@ -29,21 +29,6 @@ def no_whisper_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def _webm(tmp_path: Path, source: Path) -> bytes:
-    import av
-
-    out = tmp_path / "recording.webm"
-    with av.open(str(source)) as src, av.open(str(out), "w", format="webm") as dst:
-        stream = dst.add_stream("libopus", rate=48000)
-        for frame in src.decode(audio=0):
-            frame.pts = None
-            for packet in stream.encode(frame):
-                dst.mux(packet)
-        for packet in stream.encode(None):
-            dst.mux(packet)
-    return out.read_bytes()
-
-
 # -- pocketsphinx -------------------------------------------------------------------------------
 
 
@@ -60,8 +45,8 @@ def test_sphinx_reports_its_timings(sample):
     assert t.upload_s is None and t.polls == 0 and t.id is None
 
 
-def test_sphinx_hears_a_browser_webm_recording(tmp_path):
-    clip = _webm(tmp_path, NOTEBOOK_SAMPLES / "01_capital_of_france.wav")
+def test_sphinx_hears_a_browser_webm_recording(encode):
+    clip = encode(NOTEBOOK_SAMPLES / "01_capital_of_france.wav")
     t = vnb.transcribe(clip, backend="sphinx")
     assert vnb.Audio(clip).format == "webm"
     assert set(t.text.split()) & FRANCE
@@ -170,10 +155,10 @@ def test_whisper_model_is_not_ready_without_a_cached_model(no_whisper_cache):
     assert local.whisper_model_ready() is False
 
 
-def test_audio_for_whisper_is_16khz_mono_float32_in_unit_range(tmp_path):
+def test_audio_for_whisper_is_16khz_mono_float32_in_unit_range(encode):
     import numpy as np
 
-    clip = vnb.Audio(_webm(tmp_path, NOTEBOOK_SAMPLES / "02_moon_distance.wav"))
+    clip = vnb.Audio(encode(NOTEBOOK_SAMPLES / "02_moon_distance.wav"))
     samples = local.to_float32(clip)
     assert samples.dtype == np.float32 and samples.ndim == 1
     assert len(samples) == pytest.approx(clip.duration * 16000, rel=0.05)

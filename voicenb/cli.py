@@ -66,7 +66,6 @@ def _listen(args: argparse.Namespace) -> int:
     import queue
     import threading
 
-    from .audio import pcm_to_wav
     from .session import Session
     from .stt.streaming import BACKEND, RealtimeTranscriber
 
@@ -84,7 +83,6 @@ def _listen(args: argparse.Namespace) -> int:
         return 2
 
     turns: queue.Queue = queue.Queue()
-    sent = _StreamBuffer()
     rt = RealtimeTranscriber(on_turn=turns.put, settings=session.settings)
     finished = threading.Event()
     failure: list[BaseException] = []
@@ -94,7 +92,6 @@ def _listen(args: argparse.Namespace) -> int:
             if pcm_source is not None:
                 step = 3200 * 5  # hand it over in half seconds; the transcriber paces itself
                 for i in range(0, len(pcm_source), step):
-                    sent.add(pcm_source[i:i + step])
                     rt.send(pcm_source[i:i + step])
                 rt.close()
         except BaseException as exc:  # reported by the main thread
@@ -106,7 +103,7 @@ def _listen(args: argparse.Namespace) -> int:
     try:
         rt.start()
         if mic is not None:
-            mic.start(lambda pcm: (sent.add(pcm), rt.send(pcm)))
+            mic.start(rt.send)
             print("Listening. Speak; Ctrl-C to stop.", file=sys.stderr)
         feeder = threading.Thread(target=feed, name="voicenb-feed", daemon=True)
         feeder.start()
@@ -117,9 +114,9 @@ def _listen(args: argparse.Namespace) -> int:
                 continue
             print(f"Me: {turn.text}", flush=True)
             print("Bot: ", end="", flush=True)
-            wav = pcm_to_wav(sent.slice(turn.start_s, turn.end_s), 16000)
             try:
-                session.ask_text(turn.text, audio=wav, stt_backend=BACKEND, stt_s=turn.stt_s,
+                session.ask_text(turn.text, audio=turn.audio, stt_backend=BACKEND,
+                                 stt_s=turn.stt_s,
                                  transcript_id=f"{rt.session_id}:{turn.turn_order}",
                                  stream=True)
             except VoicenbError as exc:
@@ -139,28 +136,6 @@ def _listen(args: argparse.Namespace) -> int:
             rt.close()  # Terminate is always sent
         except VoicenbError:
             pass
-
-
-class _StreamBuffer:
-    """The PCM sent so far, so each turn's audio can be kept with it."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self._data = bytearray()
-        self._lock = threading.Lock()
-
-    def add(self, pcm: bytes) -> None:
-        with self._lock:
-            self._data += pcm
-
-    def slice(self, start_s: float | None, end_s: float | None, margin: float = 0.25) -> bytes:
-        with self._lock:
-            if start_s is None or end_s is None:
-                return bytes(self._data)
-            a = max(0, int((start_s - margin) * 16000)) * 2
-            b = int((end_s + margin) * 16000) * 2
-            return bytes(self._data[a:b])
 
 
 class _Microphone:

@@ -54,6 +54,8 @@ class TurnEvent:
     #: stream time (seconds) where the turn's speech starts and ends
     start_s: float | None = None
     end_s: float | None = None
+    #: final turns: the turn's audio as sent (a WAV file's bytes, with a little margin)
+    audio: bytes | None = field(default=None, repr=False)
 
 
 def _close_error(code: int | None, reason: str) -> VoicenbError:
@@ -124,6 +126,9 @@ class RealtimeTranscriber:
         self.terminated = False
         self.audio_sent_s = 0.0
         self._marks: list[tuple[float, float]] = []  # (stream seconds sent, monotonic time)
+        # PCM sent since the last final turn (so each turn keeps its audio), and its start
+        self._audio = bytearray()
+        self._audio_from_s = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None
@@ -277,7 +282,24 @@ class RealtimeTranscriber:
                 await ws.send(frame)
                 self.audio_sent_s += len(frame) / 2 / self.sample_rate
                 self._marks.append((self.audio_sent_s, time.monotonic()))
+                self._audio += frame
         await ws.send(json.dumps({"type": "Terminate"}))
+
+    def _take_audio(self, event: TurnEvent, margin: float = 0.25) -> bytes | None:
+        """The turn's PCM (as WAV) from what was sent; what came before it is let go."""
+        from ..audio import pcm_to_wav
+
+        if event.start_s is None or event.end_s is None:
+            return None
+        def index(stream_s: float) -> int:
+            return max(0, int((stream_s - self._audio_from_s) * self.sample_rate)) * 2
+
+        a, b = index(event.start_s - margin), index(event.end_s + margin)
+        pcm = bytes(self._audio[a:b])
+        cut = min(index(event.end_s), len(self._audio))
+        del self._audio[:cut]
+        self._audio_from_s += cut / 2 / self.sample_rate
+        return pcm_to_wav(pcm, self.sample_rate) if pcm else None
 
     def _sent_at(self, stream_s: float) -> float | None:
         for sent_s, when in self._marks:
@@ -300,6 +322,7 @@ class RealtimeTranscriber:
         if final:
             sent = self._sent_at(event.end_s) if event.end_s is not None else None
             event.stt_s = now - sent if sent is not None else None
+            event.audio = self._take_audio(event)
             self.turns.append(event)
             if self.on_turn:
                 self.on_turn(event)

@@ -20,6 +20,7 @@ import anywidget
 import traitlets
 
 from .._errors import VoicenbError
+from ._pending import Pending
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..session import Session
@@ -46,10 +47,8 @@ class LiveRecorder(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.session = session
         self._rt: Any = None
-        self._sent = bytearray()
         self._turns: queue.Queue[Any] = queue.Queue()
-        self._busy = threading.Condition()
-        self._pending = 0
+        self._pending = Pending()
         self._worker = threading.Thread(target=self._answer_turns, name="voicenb-live",
                                         daemon=True)
         self._worker.start()
@@ -85,7 +84,6 @@ class LiveRecorder(anywidget.AnyWidget):
         if self._rt is not None:
             return
         self.session.chat  # connect to the model now, not after the first turn
-        self._sent = bytearray()
         self._rt = RealtimeTranscriber(on_partial=self._on_partial, on_turn=self._on_turn,
                                        settings=self.session.settings).start()
         self._show("listening", "listening: speak, then pause to end your turn")
@@ -94,7 +92,6 @@ class LiveRecorder(anywidget.AnyWidget):
         """Stream 16 kHz mono 16-bit PCM (starting the session if needed)."""
         if self._rt is None:
             self.start()
-        self._sent += pcm
         self._rt.send(pcm)
 
     def stop(self) -> None:
@@ -111,14 +108,7 @@ class LiveRecorder(anywidget.AnyWidget):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every finished turn has been answered; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._busy:
-            while self._pending:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._busy.wait(left)
-        return True
+        return self._pending.wait(timeout)
 
     # -- turns ------------------------------------------------------------------------------
 
@@ -126,24 +116,14 @@ class LiveRecorder(anywidget.AnyWidget):
         self.partial = event.text
 
     def _on_turn(self, event: TurnEvent) -> None:
-        with self._busy:
-            self._pending += 1
-        self._turns.put((event, self._audio_of(event)))
-
-    def _audio_of(self, event: TurnEvent) -> bytes | None:
-        from ..audio import pcm_to_wav
-
-        if event.start_s is None or event.end_s is None:
-            return None
-        a = max(0, int((event.start_s - 0.25) * 16000)) * 2
-        b = int((event.end_s + 0.25) * 16000) * 2
-        return pcm_to_wav(bytes(self._sent[a:b])) if b > a else None
+        self._pending.add()
+        self._turns.put(event)
 
     def _answer_turns(self) -> None:
         from ..stt.streaming import BACKEND
 
         while True:
-            event, audio = self._turns.get()
+            event = self._turns.get()
             try:
                 self.partial = ""
                 self.transcript, self.answer = event.text, ""
@@ -159,7 +139,7 @@ class LiveRecorder(anywidget.AnyWidget):
                         self.answer = "".join(pieces)
 
                 turn = self.session.ask_text(
-                    event.text, audio=audio, stt_backend=BACKEND, stt_s=event.stt_s,
+                    event.text, audio=event.audio, stt_backend=BACKEND, stt_s=event.stt_s,
                     transcript_id=f"{self._rt.session_id if self._rt else 'live'}:"
                                   f"{event.turn_order}", on_token=on_token)
                 self.answer = turn.answer or ""
@@ -170,9 +150,7 @@ class LiveRecorder(anywidget.AnyWidget):
             except Exception as exc:  # keep the widget alive; say what broke
                 self._show("error", f"{type(exc).__name__}: {exc}")
             finally:
-                with self._busy:
-                    self._pending -= 1
-                    self._busy.notify_all()
+                self._pending.done()
 
     def _show(self, state: str, status: str) -> None:
         self.state, self.status = state, status

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from .._errors import VoicenbError
+from ._pending import Pending
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..session import Session, Turn
@@ -91,8 +92,7 @@ class Recorder(widgets.VBox):
                           self.view, self.turns, self.hint])
         self.add_class("voicenb-recorder")
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._pending = 0
-        self._idle = threading.Condition()
+        self._pending = Pending()
         self._worker: threading.Thread | None = None
         self._state = "idle"
         self._since = time.monotonic()
@@ -109,21 +109,13 @@ class Recorder(widgets.VBox):
 
     def submit(self, audio: Any) -> None:
         """Queue a recording (bytes, a path or an Audio) to become the next turn."""
-        with self._idle:
-            self._pending += 1
+        self._pending.add()
         self._queue.put(audio)
         self._ensure_worker()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every queued recording has become a turn; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._idle:
-            while self._pending:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+        return self._pending.wait(timeout)
 
     def _on_audio(self, change: dict[str, Any]) -> None:
         data = change.get("new")
@@ -163,9 +155,7 @@ class Recorder(widgets.VBox):
             try:
                 self._run_turn(audio)
             finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
+                self._pending.done()
 
     def _run_turn(self, audio: Any) -> Turn | None:
         self.view.clear()
