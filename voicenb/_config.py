@@ -21,6 +21,8 @@ DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_STT = "assemblyai"
 DEFAULT_HOME = "voicenb-data"
+DEFAULT_WHISPER_MODEL = "base.en"
+DEFAULT_TTS = "openai"
 
 # field -> environment variable
 _ENV = {
@@ -32,6 +34,8 @@ _ENV = {
     "model": "VOICENB_MODEL",
     "stt": "VOICENB_STT",
     "home": "VOICENB_HOME",
+    "whisper_model": "VOICENB_WHISPER_MODEL",
+    "tts": "VOICENB_TTS",
 }
 _SECRET_FIELDS = ("assemblyai_api_key", "openai_api_key")
 
@@ -82,6 +86,10 @@ class Settings:
     model: str | None = None
     stt: str | None = None
     home: str | os.PathLike[str] | None = None
+    #: faster-whisper model: a size (base.en), a Hugging Face id, or a local folder
+    whisper_model: str | None = None
+    #: speech backend of vnb.speak: openai, espeak or auto
+    tts: str | None = None
     #: seconds to connect, and to wait for each response
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -115,6 +123,8 @@ class Settings:
             "model": DEFAULT_MODEL,
             "stt": DEFAULT_STT,
             "home": DEFAULT_HOME,
+            "whisper_model": DEFAULT_WHISPER_MODEL,
+            "tts": DEFAULT_TTS,
         }
         return out.replace(**{k: v for k, v in defaults.items() if getattr(out, k) is None})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 import wave
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -183,13 +184,19 @@ class Audio:
         if dest.exists() and dest.stat().st_size == self.size:
             return dest
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(f".{os.getpid()}.part")
-        with self.open() as src, open(tmp, "wb") as out:
-            for block in iter(lambda: src.read(_CHUNK), b""):
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
+        # A temporary name of its own per call: two threads (or processes) saving the same
+        # clip each write a whole file, and the last rename wins with identical bytes.
+        fd, tmp = tempfile.mkstemp(prefix=f"{self.sha256}.", suffix=".part", dir=folder)
+        try:
+            with self.open() as src, os.fdopen(fd, "wb") as out:
+                for block in iter(lambda: src.read(_CHUNK), b""):
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return dest
 
     def check_size(self, limit: int, service: str) -> None:

@@ -275,14 +275,7 @@ class _Notebook:
         self.handle.update({"text/plain": self.text}, raw=True)
 
 
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (as tqdm.autonotebook decides), False in a terminal."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
-    shell = ipython.get_ipython()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
 def _live_display() -> _Terminal | _Notebook:
+    from ._frontend import in_notebook
+
     return _Notebook() if in_notebook() else _Terminal()

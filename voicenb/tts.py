@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _openai
-from ._config import Settings, _from_environment, resolve
+from ._config import Settings, resolve
 from ._errors import ConfigError, ModelNotFoundError, ServiceError
 from .audio import Audio, pcm_to_wav
 
@@ -58,11 +58,12 @@ def speak(
     """
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("There is no text to speak: pass a non-empty string.")
-    backend = backend or default_backend()
+    cfg = resolve(settings, openai_api_key=api_key, openai_base_url=base_url, tts=backend)
+    backend = cfg.tts
     if backend not in BACKENDS:
         raise ConfigError(f"Unknown speech backend {backend!r}. Choose one of: "
-                          f"{', '.join(BACKENDS)} (backend= argument or {TTS_ENV}).")
-    cfg = resolve(settings, openai_api_key=api_key, openai_base_url=base_url)
+                          f"{', '.join(BACKENDS)} (backend= argument, Settings(tts=...) or "
+                          f"{TTS_ENV}).")
     if backend == "auto":
         backend = "openai" if cfg.openai_api_key else "espeak"
     if backend == "espeak":
@@ -140,7 +141,7 @@ def play(audio: Audio, *, blocking: bool = True) -> str:
     through the speakers with ``sounddevice`` (``pip install 'voicenb[speak]'``); without it
     nothing plays and a warning says so, once.
     """
-    from .llm import in_notebook
+    from ._frontend import in_notebook
 
     if in_notebook():
         _play_in_notebook(audio)
@@ -194,8 +195,3 @@ def _warn_once(message: str) -> None:
             return
         _warned = True
     log.warning("voicenb: %s", message)
-
-
-def default_backend() -> str:
-    """The speech backend when none is given: ``VOICENB_TTS``, else ``"openai"``."""
-    return _from_environment(TTS_ENV) or "openai"

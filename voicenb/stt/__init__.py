@@ -10,12 +10,13 @@ from .._config import Settings, resolve
 from .._errors import ConfigError
 from ..audio import AudioLike
 from .assemblyai import AssemblyAI
-from .base import Transcript
+from .base import Backend, Checkpoint, Transcript
 from .local import SphinxTranscriber, WhisperTranscriber, auto_backend, whisper_model_name
 from .openai import OpenAITranscriber
 
-__all__ = ["Transcript", "AssemblyAI", "OpenAITranscriber", "SphinxTranscriber",
-           "WhisperTranscriber", "transcribe", "transcribe_many"]
+__all__ = ["Transcript", "Backend", "Checkpoint", "AssemblyAI", "OpenAITranscriber",
+           "SphinxTranscriber", "WhisperTranscriber", "get_backend", "transcribe",
+           "transcribe_many"]
 
 BACKENDS = ("assemblyai", "openai", "sphinx", "whisper", "auto")
 
@@ -23,9 +24,11 @@ _clients: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
 
 
-def _client(backend: str | None, settings: Settings | None, api_key: str | None
-            ) -> AssemblyAI | OpenAITranscriber | SphinxTranscriber | WhisperTranscriber:
-    cfg = resolve(settings, stt=backend)
+def get_backend(name: str | None = None, settings: Settings | None = None,
+                api_key: str | None = None) -> Backend:
+    """The backend called ``name`` (else ``Settings.stt``; ``"auto"`` picks one), shared by
+    every caller with the same key and URL so its connections and poll timing are reused."""
+    cfg = resolve(settings, stt=name)
     if cfg.stt not in BACKENDS:
         raise ConfigError(
             f"Unknown speech-to-text backend {cfg.stt!r}. Choose one of: {', '.join(BACKENDS)} "
@@ -36,8 +39,8 @@ def _client(backend: str | None, settings: Settings | None, api_key: str | None
         key = ("sphinx",)
         factory = SphinxTranscriber
     elif cfg.stt == "whisper":
-        key = ("whisper", whisper_model_name())
-        factory = WhisperTranscriber
+        key = ("whisper", whisper_model_name(settings=cfg))
+        factory = lambda: WhisperTranscriber(settings=cfg)  # noqa: E731
     elif cfg.stt == "openai":
         cfg = cfg.replace(openai_api_key=api_key)
         key = (cfg.stt, cfg.openai_api_key, cfg.openai_base_url, cfg.read_timeout,
@@ -78,7 +81,7 @@ def transcribe(
     Raises :class:`AudioError` for unusable audio and :class:`TranscriptionError` when the
     service fails the transcript.
     """
-    return _client(backend, settings, api_key).transcribe(audio, **options)
+    return get_backend(backend, settings, api_key).transcribe(audio, **options)
 
 
 def transcribe_many(
@@ -100,5 +103,5 @@ def transcribe_many(
     >>> ts = vnb.transcribe_many(["a.wav", "b.wav"])   # doctest: +SKIP
     >>> [t.text for t in ts]                            # doctest: +SKIP
     """
-    return _client(backend, settings, api_key).transcribe_many(
+    return get_backend(backend, settings, api_key).transcribe_many(
         items, concurrency=concurrency, progress=progress, **options)

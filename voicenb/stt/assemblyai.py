@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
@@ -30,12 +30,11 @@ from .._errors import (
 )
 from .._http import HttpClient, clean_key, field
 from ..audio import ASSEMBLYAI_MAX_BYTES, Audio, AudioLike, as_audio
-from .base import Transcript, source_name
+from .base import Checkpoint, OnItemStage, OnStage, Transcript, source_name
 
 #: Models in priority order; AssemblyAI routes to the first one available for the audio.
 DEFAULT_SPEECH_MODELS = ("universal-3-5-pro", "universal-2")
 TERMINAL_STATUSES = ("completed", "error")
-OnStage = Callable[[str, Any], None]
 #: consecutive failed status checks tolerated while waiting
 MAX_POLL_FAILURES = 3
 #: Files at least this big show an upload progress bar.
@@ -181,6 +180,9 @@ class AssemblyAI:
     """
 
     backend = "assemblyai"
+    max_bytes = ASSEMBLYAI_MAX_BYTES
+    limit_name = "AssemblyAI uploads"
+    uploads = True
 
     def __init__(
         self,
@@ -214,7 +216,7 @@ class AssemblyAI:
     def upload(self, audio: AudioLike, *, progress: bool = True) -> str:
         """Stream the audio to the service in chunks; return the ``upload_url``."""
         audio = as_audio(audio)
-        audio.check_size(ASSEMBLYAI_MAX_BYTES, "AssemblyAI uploads")
+        audio.check_size(self.max_bytes, self.limit_name)
         with audio.open() as fh:
             if progress and audio.size >= UPLOAD_PROGRESS_BYTES:
                 from tqdm.auto import tqdm
@@ -255,11 +257,26 @@ class AssemblyAI:
 
     # whole calls -----------------------------------------------------------------------------
 
-    def transcribe(self, audio: AudioLike, *, progress: bool = True, **options: Any) -> Transcript:
-        """Upload, submit and wait; raise :class:`TranscriptionError` if the service fails it."""
-        job = self._start(audio, options, progress=progress)
+    def transcribe(self, audio: AudioLike, *, progress: bool = True,
+                   on_stage: OnStage | None = None, resume: Checkpoint | None = None,
+                   **options: Any) -> Transcript:
+        """Upload, submit and wait; raise :class:`TranscriptionError` if the service fails it.
+
+        ``resume`` skips what an earlier attempt did (the upload, or the submitted transcript,
+        which is waited for rather than paid for twice); ``on_stage`` hears each stage (see
+        :mod:`voicenb.stt.base`).
+        """
+        job = self._start(audio, options, progress=progress, resume=resume, on_stage=on_stage)
         data, polls = self.wait(job.id, audio_s=job.audio_s, since=job.submitted)
-        return job.finish(data, polls)
+        try:
+            transcript = job.finish(data, polls)
+        except TranscriptionError as exc:
+            if on_stage:
+                on_stage("done", job.failed(exc, polls))
+            raise
+        if on_stage:
+            on_stage("done", transcript)
+        return transcript
 
     def transcribe_many(
         self,
@@ -267,129 +284,32 @@ class AssemblyAI:
         *,
         concurrency: int = 32,
         progress: bool = True,
+        on_stage: OnItemStage | None = None,
+        resume: Sequence[Checkpoint | None] | None = None,
         **options: Any,
     ) -> list[Transcript]:
         """Transcribe many clips at once; results in input order, failures as error items.
 
         Up to ``concurrency`` uploads run at once; every submitted transcript is then polled
         on its own schedule from one loop, so a slow job never holds up a slot.
+        ``resume[i]`` and ``on_stage(i, stage, value)`` are :meth:`transcribe`'s, per item.
         """
-        return self._batch(list(items), options, concurrency=concurrency, progress=progress)
-
-    def _batch(
-        self,
-        items: list[AudioLike],
-        options: dict[str, Any],
-        *,
-        concurrency: int = 32,
-        progress: bool = True,
-        resume: list[tuple[str | None, str | None]] | None = None,
-        on_stage: Callable[[int, str, Any], None] | None = None,
-    ) -> list[Transcript]:
-        """:meth:`transcribe_many`, where ``resume[i]`` is ``(upload_url, transcript_id)``
-        already known for item ``i`` and ``on_stage(i, stage, value)`` hears each stage
-        (``uploaded``, ``submitted``, then ``done`` with the Transcript)."""
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}.")
-        results: list[Transcript | None] = [None] * len(items)
+        items = list(items)
         if not items:
             return []
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc="transcribing", unit="clip", disable=not progress)
-        starts = ThreadPoolExecutor(min(concurrency, len(items)), thread_name_prefix="voicenb-up")
-        checks = ThreadPoolExecutor(min(concurrency, len(items)), thread_name_prefix="voicenb-poll")
-        jobs: dict[int, _Job] = {}
-        waiters: dict[int, _Waiter] = {}
-        checking: dict[Future, int] = {}
-        due: list[tuple[float, int]] = []  # (monotonic time of the next check, index)
-
-        def done(i: int, transcript: Transcript) -> None:
-            results[i] = transcript
-            bar.update(1)
-            if on_stage:
-                on_stage(i, "done", transcript)
-
-        def start(i: int) -> _Job:
-            upload_url, transcript_id = resume[i] if resume else (None, None)
-            return self._start(items[i], options, upload_url=upload_url,
-                               transcript_id=transcript_id,
-                               on_stage=(lambda stage, value: on_stage(i, stage, value))
-                               if on_stage else None)
-
-        started: dict[Future, int] = {starts.submit(start, i): i for i in range(len(items))}
-        try:
-            while started or checking or due:
-                wake = due[0][0] - time.monotonic() if due else None
-                finished, _ = wait_futures([*started, *checking], timeout=wake,
-                                           return_when=FIRST_COMPLETED)
-                for future in finished:
-                    if future in started:
-                        i = started.pop(future)
-                        try:
-                            job = jobs[i] = future.result()
-                        except VoicenbError as exc:
-                            done(i, Transcript.failed(str(exc), backend=self.backend,
-                                                      source=source_name(items[i])))
-                            continue
-                        waiters[i] = _Waiter(self, job.id, job.audio_s, None, job.submitted,
-                                             scout=len(waiters) < self.poll.scouts)
-                        heapq.heappush(due, (time.monotonic() + waiters[i].first_delay(), i))
-                    else:
-                        i = checking.pop(future)
-                        try:
-                            try:
-                                delay = waiters[i].observe(future.result())
-                            except ServiceError as exc:
-                                delay = waiters[i].failed(exc)
-                        except VoicenbError as exc:
-                            done(i, jobs[i].failed(exc))
-                            continue
-                        if delay is None:
-                            try:
-                                done(i, jobs[i].finish(waiters[i].result, waiters[i].polls))
-                            except TranscriptionError as exc:
-                                done(i, jobs[i].failed(exc, waiters[i].polls))
-                            due = self._reschedule(due, waiters)
-                        else:
-                            heapq.heappush(due, (time.monotonic() + delay, i))
-                now = time.monotonic()
-                while due and due[0][0] <= now:
-                    _, i = heapq.heappop(due)
-                    checking[checks.submit(self.get, jobs[i].id)] = i
-        finally:
-            starts.shutdown(wait=False, cancel_futures=True)
-            checks.shutdown(wait=False, cancel_futures=True)
-            bar.close()
-        return [r for r in results if r is not None]
-
-    @staticmethod
-    def _reschedule(due: list[tuple[float, int]], waiters: dict[int, _Waiter]
-                    ) -> list[tuple[float, int]]:
-        """A job just finished, so the estimate may have improved: bring forward the checks
-        of jobs now predicted to finish sooner (jobs submitted together finish together), and
-        presume that the longest-queued job took the slot it freed."""
-        now = time.monotonic()
-        pending = {i for _, i in due}
-        # The service starts queued jobs first come, first served: the oldest submission.
-        queued = [i for i in pending if waiters[i].status == "queued"]
-        presumed = min(queued, key=lambda i: waiters[i].submitted) if queued else None
-        out = []
-        for when, i in due:
-            hint = waiters[i].presume_started() if i == presumed else waiters[i].hint()
-            out.append((min(when, now + hint) if hint is not None else when, i))
-        heapq.heapify(out)
-        return out
+        return _Batch(self, items, options, concurrency, progress, on_stage, resume).run()
 
     def _start(self, audio: AudioLike, options: dict[str, Any], *, progress: bool = False,
-               upload_url: str | None = None, transcript_id: str | None = None,
-               on_stage: OnStage | None = None) -> _Job:
-        """Validate, upload and submit one clip, skipping what ``upload_url`` or
-        ``transcript_id`` say is done already. ``on_stage(stage, value)`` hears
-        ``("uploaded", url)`` and ``("submitted", id)`` as soon as each is known."""
+               resume: Checkpoint | None = None, on_stage: OnStage | None = None) -> _Job:
+        """Validate, upload and submit one clip, skipping what ``resume`` says is done."""
         t0 = time.monotonic()
+        if on_stage:
+            on_stage("started", None)
         audio = as_audio(audio)
         audio_s = audio.duration
+        upload_url, transcript_id = self._usable(resume)
         uploaded = None
         if transcript_id is None:
             if upload_url is None:
@@ -402,6 +322,127 @@ class AssemblyAI:
             if on_stage:
                 on_stage("submitted", transcript_id)
         return _Job(self, audio, audio_s, transcript_id, t0, uploaded, time.monotonic())
+
+    def _usable(self, resume: Checkpoint | None) -> tuple[str | None, str | None]:
+        """What of an earlier attempt to reuse: a transcript still running or done is waited
+        for, not paid for twice; one the service failed is submitted again from its upload."""
+        if resume is None:
+            return None, None
+        if resume.transcript_id is None:
+            return resume.upload_url, None
+        try:
+            status = self.get(resume.transcript_id).get("status")
+        except AuthenticationError:
+            raise
+        except ServiceError:
+            status = None  # can't tell now: waiting on it will (and fails if it errored)
+        if status == "error":
+            return resume.upload_url, None
+        return resume.upload_url, resume.transcript_id
+
+
+class _Batch:
+    """One :meth:`AssemblyAI.transcribe_many`: uploads on a pool, then every transcript
+    checked on its own schedule from one loop."""
+
+    def __init__(self, client: AssemblyAI, items: list[AudioLike], options: dict[str, Any],
+                 concurrency: int, progress: bool, on_stage: OnItemStage | None,
+                 resume: Sequence[Checkpoint | None] | None) -> None:
+        from tqdm.auto import tqdm
+
+        self.client, self.items, self.options = client, items, options
+        self.on_stage, self.resume = on_stage, resume
+        self.results: list[Transcript | None] = [None] * len(items)
+        workers = min(concurrency, len(items))
+        self.bar = tqdm(total=len(items), desc="transcribing", unit="clip", disable=not progress)
+        self.starts = ThreadPoolExecutor(workers, thread_name_prefix="voicenb-up")
+        self.checks = ThreadPoolExecutor(workers, thread_name_prefix="voicenb-poll")
+        self.jobs: dict[int, _Job] = {}
+        self.waiters: dict[int, _Waiter] = {}
+        self.started: dict[Future, int] = {}
+        self.checking: dict[Future, int] = {}
+        self.due: list[tuple[float, int]] = []  # (monotonic time of the next check, index)
+
+    def run(self) -> list[Transcript]:
+        self.started = {self.starts.submit(self._start, i): i for i in range(len(self.items))}
+        try:
+            while self.started or self.checking or self.due:
+                wake = self.due[0][0] - time.monotonic() if self.due else None
+                finished, _ = wait_futures([*self.started, *self.checking], timeout=wake,
+                                           return_when=FIRST_COMPLETED)
+                for future in finished:
+                    if future in self.started:
+                        self._submitted(self.started.pop(future), future)
+                    else:
+                        self._checked(self.checking.pop(future), future)
+                now = time.monotonic()
+                while self.due and self.due[0][0] <= now:
+                    _, i = heapq.heappop(self.due)
+                    self.checking[self.checks.submit(self.client.get, self.jobs[i].id)] = i
+        finally:
+            self.starts.shutdown(wait=False, cancel_futures=True)
+            self.checks.shutdown(wait=False, cancel_futures=True)
+            self.bar.close()
+        return [r for r in self.results if r is not None]
+
+    def _start(self, i: int) -> _Job:
+        on_stage = self.on_stage
+        return self.client._start(
+            self.items[i], self.options, resume=self.resume[i] if self.resume else None,
+            on_stage=(lambda stage, value: on_stage(i, stage, value)) if on_stage else None)
+
+    def _done(self, i: int, transcript: Transcript) -> None:
+        self.results[i] = transcript
+        self.bar.update(1)
+        if self.on_stage:
+            self.on_stage(i, "done", transcript)
+
+    def _submitted(self, i: int, future: Future) -> None:
+        try:
+            job = self.jobs[i] = future.result()
+        except VoicenbError as exc:
+            self._done(i, Transcript.failed(str(exc), backend=self.client.backend,
+                                            source=source_name(self.items[i])))
+            return
+        self.waiters[i] = _Waiter(self.client, job.id, job.audio_s, None, job.submitted,
+                                  scout=len(self.waiters) < self.client.poll.scouts)
+        heapq.heappush(self.due, (time.monotonic() + self.waiters[i].first_delay(), i))
+
+    def _checked(self, i: int, future: Future) -> None:
+        waiter, job = self.waiters[i], self.jobs[i]
+        try:
+            try:
+                delay = waiter.observe(future.result())
+            except ServiceError as exc:
+                delay = waiter.failed(exc)
+        except VoicenbError as exc:
+            self._done(i, job.failed(exc))
+            return
+        if delay is not None:
+            heapq.heappush(self.due, (time.monotonic() + delay, i))
+            return
+        try:
+            self._done(i, job.finish(waiter.result, waiter.polls))
+        except TranscriptionError as exc:
+            self._done(i, job.failed(exc, waiter.polls))
+        self.due = self._reschedule()
+
+    def _reschedule(self) -> list[tuple[float, int]]:
+        """A job just finished, so the estimate may have improved: bring forward the checks
+        of jobs now predicted to finish sooner (jobs submitted together finish together), and
+        presume that the longest-queued job took the slot it freed."""
+        now = time.monotonic()
+        waiters = self.waiters
+        pending = {i for _, i in self.due}
+        # The service starts queued jobs first come, first served: the oldest submission.
+        queued = [i for i in pending if waiters[i].status == "queued"]
+        presumed = min(queued, key=lambda i: waiters[i].submitted) if queued else None
+        out = []
+        for when, i in self.due:
+            hint = waiters[i].presume_started() if i == presumed else waiters[i].hint()
+            out.append((min(when, now + hint) if hint is not None else when, i))
+        heapq.heapify(out)
+        return out
 
 
 @dataclass

@@ -19,22 +19,20 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._config import Settings, _from_environment
+from .._config import DEFAULT_WHISPER_MODEL, Settings, resolve
 from .._errors import ConfigError, MissingDependencyError
 from ..audio import Audio, AudioLike, as_audio
-from .base import Transcript, transcribe_each
+from .base import OneRequest, Transcript
 
 __all__ = ["SphinxTranscriber", "WhisperTranscriber", "auto_backend", "whisper_model_ready",
            "whisper_model_name", "locate_whisper_model", "to_float32", "DEFAULT_WHISPER_MODEL"]
 
 log = logging.getLogger("voicenb")
 
-DEFAULT_WHISPER_MODEL = "base.en"
 WHISPER_ENV = "VOICENB_WHISPER_MODEL"
 #: how long to wait for Hugging Face to answer before calling the machine offline
 PROBE_TIMEOUT = 3.0
@@ -49,7 +47,7 @@ def _installed(package: str) -> bool:
 # -- shared by both engines -------------------------------------------------------------------
 
 
-class _LocalTranscriber:
+class _LocalTranscriber(OneRequest):
     backend = ""
     #: most clips decoded at once, however many threads ask (the engines are CPU-bound)
     max_workers = 1
@@ -57,8 +55,7 @@ class _LocalTranscriber:
     def __init__(self) -> None:
         self._slots = threading.BoundedSemaphore(self.max_workers)
 
-    def transcribe(self, audio: AudioLike, *, progress: bool = True,
-                   **options: Any) -> Transcript:
+    def _transcribe(self, audio: AudioLike, **options: Any) -> Transcript:
         """Transcribe one clip on this machine; raises :class:`AudioError` for bad audio."""
         t0 = time.monotonic()
         self._check(options)
@@ -71,13 +68,6 @@ class _LocalTranscriber:
             t2 = time.monotonic()
         return Transcript(text=" ".join(text.split()), backend=self.backend, audio_s=audio_s,
                           transcribe_s=t2 - t1, stt_s=t2 - t0, source=audio.name)
-
-    def transcribe_many(self, items: Iterable[AudioLike], *, concurrency: int = 4,
-                        progress: bool = True, **options: Any) -> list[Transcript]:
-        """Transcribe clips in input order; a failed clip is an error item, never a raise."""
-        return transcribe_each(lambda item: self.transcribe(item, **options), items,
-                               backend=self.backend, progress=progress,
-                               concurrency=max(1, min(concurrency, self.max_workers)))
 
     def _check(self, options: dict[str, Any]) -> None:
         """Refuse options the engine does not take, before any decoding."""
@@ -179,8 +169,9 @@ def _reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     return True
 
 
-def whisper_model_name(model: str | None = None) -> str:
-    return model or _from_environment(WHISPER_ENV) or DEFAULT_WHISPER_MODEL
+def whisper_model_name(model: str | None = None, settings: Settings | None = None) -> str:
+    """``model``, else ``Settings.whisper_model`` (``VOICENB_WHISPER_MODEL``), else base.en."""
+    return model or resolve(settings).whisper_model
 
 
 def _looks_like_path(name: str) -> bool:
@@ -244,13 +235,14 @@ def _cached_model(name: str) -> str | None:
         return None
 
 
-def locate_whisper_model(model: str | None = None, *, download: bool = True) -> str:
+def locate_whisper_model(model: str | None = None, *, download: bool = True,
+                         settings: Settings | None = None) -> str:
     """The local folder of the Whisper model to use, downloading it first if allowed and
     possible. Raises :class:`ConfigError` saying how to get the model otherwise."""
     if not _installed("faster_whisper"):
         raise MissingDependencyError("faster-whisper", "whisper",
                                      "Local Whisper transcription (backend='whisper')")
-    name = whisper_model_name(model)
+    name = whisper_model_name(model, settings)
     path = Path(name).expanduser()
     if path.is_dir():
         return _model_dir(path, name)
@@ -279,7 +271,8 @@ def locate_whisper_model(model: str | None = None, *, download: bool = True) -> 
 
 
 def whisper_model_ready(model: str | None = None) -> bool:
-    """True when faster-whisper is installed and its model is on this machine already."""
+    """True when faster-whisper is installed and ``model`` (a name, or None for the
+    configured one) is on this machine already."""
     try:
         locate_whisper_model(model, download=False)
     except ConfigError:
@@ -303,11 +296,11 @@ class WhisperTranscriber(_LocalTranscriber):
     max_workers = 1  # CTranslate2 already uses every core for one clip
 
     def __init__(self, model: str | None = None, *, device: str = "auto",
-                 compute_type: str = "default") -> None:
+                 compute_type: str = "default", settings: Settings | None = None) -> None:
         if not _installed("faster_whisper"):
             raise MissingDependencyError("faster-whisper", "whisper",
                                          "Local Whisper transcription (backend='whisper')")
-        self.model_name = whisper_model_name(model)
+        self.model_name = whisper_model_name(model, settings)
         self.device = device
         self.compute_type = compute_type
         self._path: str | None = None  # found (or downloaded) at the first transcription
@@ -337,16 +330,16 @@ class WhisperTranscriber(_LocalTranscriber):
                                       f"Check {WHISPER_ENV}.") from exc
             return _models[key]
 
-    def transcribe(self, audio: AudioLike, *, model: str | None = None, progress: bool = True,
-                   **options: Any) -> Transcript:
-        """Transcribe one clip; ``model=`` picks another model for this call, other options
-        go to faster-whisper's ``WhisperModel.transcribe`` (e.g. ``beam_size=1``)."""
+    def _transcribe(self, audio: AudioLike, *, model: str | None = None,
+                    **options: Any) -> Transcript:
+        """One clip; ``model=`` picks another model for this call, other options go to
+        faster-whisper's ``WhisperModel.transcribe`` (e.g. ``beam_size=1``)."""
         if model and model != self.model_name:
             return WhisperTranscriber(model, device=self.device,
-                                      compute_type=self.compute_type).transcribe(
-                audio, progress=progress, **options)
+                                      compute_type=self.compute_type)._transcribe(
+                audio, **options)
         self.path  # noqa: B018 - a missing model is reported before the audio is decoded
-        return super().transcribe(audio, progress=progress, **options)
+        return super()._transcribe(audio, **options)
 
     def _prepare(self, audio: Audio) -> Any:
         return to_float32(audio)
@@ -374,7 +367,7 @@ def auto_backend(settings: Settings) -> str:
         return "assemblyai"
     if settings.openai_api_key:
         return "openai"
-    if _installed("faster_whisper") and whisper_model_ready():
+    if _installed("faster_whisper") and whisper_model_ready(settings.whisper_model):
         return "whisper"
     if _installed("pocketsphinx"):
         return "sphinx"

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from .. import _openai
 from .._config import Settings, resolve
 from ..audio import AudioLike, as_audio
-from .base import Transcript, transcribe_each
+from .base import OneRequest, Transcript
 
 DEFAULT_MODEL = "whisper-1"
 #: OpenAI rejects audio files over 25 MB; checked before the upload starts.
 MAX_BYTES = 25 * 1024 * 1024
 
 
-class OpenAITranscriber:
+class OpenAITranscriber(OneRequest):
     """Transcribe with OpenAI (or any server offering ``/v1/audio/transcriptions``)."""
 
     backend = "openai"
+    max_bytes = MAX_BYTES
+    limit_name = "OpenAI transcription, 25 MB"
 
     def __init__(self, model: str | None = None, *, settings: Settings | None = None,
                  api_key: str | None = None, base_url: str | None = None) -> None:
@@ -30,11 +31,11 @@ class OpenAITranscriber:
     def __repr__(self) -> str:
         return f"OpenAITranscriber(model={self.model!r})"
 
-    def transcribe(self, audio: AudioLike, *, model: str | None = None, progress: bool = True,
-                   **options: Any) -> Transcript:
+    def _transcribe(self, audio: AudioLike, *, model: str | None = None,
+                    **options: Any) -> Transcript:
         t0 = time.monotonic()
         audio = as_audio(audio)
-        audio.check_size(MAX_BYTES, "OpenAI transcription, 25 MB")
+        audio.check_size(self.max_bytes, self.limit_name)
         audio_s = audio.duration
         model = model or self.model
         try:
@@ -50,10 +51,3 @@ class OpenAITranscriber:
         text = result if isinstance(result, str) else getattr(result, "text", "")
         return Transcript(text=(text or "").strip(), backend=self.backend, audio_s=audio_s,
                           transcribe_s=elapsed, stt_s=elapsed, source=audio.name)
-
-    def transcribe_many(self, items: Iterable[AudioLike], *, concurrency: int = 8,
-                        progress: bool = True, **options: Any) -> list[Transcript]:
-        """Transcribe clips in input order; a failed clip is an error item, never a raise."""
-        return transcribe_each(lambda item: self.transcribe(item, **options), items,
-                               backend=self.backend, concurrency=concurrency,
-                               progress=progress)
