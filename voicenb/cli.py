@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from ._errors import VoicenbError
 
@@ -67,13 +68,12 @@ def _listen(args: argparse.Namespace) -> int:
     import threading
 
     from .session import Session
-    from .stt.streaming import BACKEND, RealtimeTranscriber
+    from .stt.streaming import RealtimeTranscriber
 
     try:
         session = Session(args.session, home=args.home)
         session.chat  # set up the model client now, not after the first turn
         mic = None if args.input else _microphone(args.device)
-        pcm_source = None
         if args.input:
             from .audio import Audio
 
@@ -84,43 +84,17 @@ def _listen(args: argparse.Namespace) -> int:
 
     turns: queue.Queue = queue.Queue()
     rt = RealtimeTranscriber(on_turn=turns.put, settings=session.settings)
-    finished = threading.Event()
+    finished = threading.Event()  # the file has been sent (never set for the microphone)
     failure: list[BaseException] = []
-
-    def feed() -> None:
-        try:
-            if pcm_source is not None:
-                step = 3200 * 5  # hand it over in half seconds; the transcriber paces itself
-                for i in range(0, len(pcm_source), step):
-                    rt.send(pcm_source[i:i + step])
-                rt.close()
-        except BaseException as exc:  # reported by the main thread
-            failure.append(exc)
-        finally:
-            if pcm_source is not None:
-                finished.set()
-
     try:
         rt.start()
         if mic is not None:
             mic.start(rt.send)
             print("Listening. Speak; Ctrl-C to stop.", file=sys.stderr)
-        feeder = threading.Thread(target=feed, name="voicenb-feed", daemon=True)
-        feeder.start()
-        while not (finished.is_set() and turns.empty()):
-            try:
-                turn = turns.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            print(f"Me: {turn.text}", flush=True)
-            print("Bot: ", end="", flush=True)
-            try:
-                session.ask_text(turn.text, audio=turn.audio, stt_backend=BACKEND,
-                                 stt_s=turn.stt_s,
-                                 transcript_id=f"{rt.session_id}:{turn.turn_order}",
-                                 stream=True)
-            except VoicenbError as exc:
-                print(f"\nERROR: {exc}", flush=True)
+        else:
+            threading.Thread(target=_send_file, args=(rt, pcm_source, finished, failure),
+                             name="voicenb-feed", daemon=True).start()
+        _answer_each(session, turns, finished)
         if failure:
             raise failure[0]
         return 0
@@ -136,6 +110,39 @@ def _listen(args: argparse.Namespace) -> int:
             rt.close()  # Terminate is always sent
         except VoicenbError:
             pass
+
+
+def _send_file(rt: Any, pcm: bytes, finished: Any, failure: list[BaseException]) -> None:
+    try:
+        step = 3200 * 5  # hand it over in half seconds; the transcriber paces itself
+        for i in range(0, len(pcm), step):
+            rt.send(pcm[i:i + step])
+        rt.close()
+    except BaseException as exc:  # reported by the main thread
+        failure.append(exc)
+    finally:
+        finished.set()
+
+
+def _answer_each(session: Any, turns: Any, finished: Any) -> None:
+    """Print and answer each final turn until the input has ended and all are answered."""
+    import queue
+
+    from .stt.streaming import BACKEND
+
+    while not (finished.is_set() and turns.empty()):
+        try:
+            turn = turns.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        print(f"Me: {turn.text}", flush=True)
+        print("Bot: ", end="", flush=True)
+        try:
+            session.ask_text(turn.text, audio=turn.audio, stt_backend=BACKEND,
+                             stt_s=turn.stt_s, stream=True,
+                             transcript_id=f"{turn.session_id}:{turn.turn_order}")
+        except VoicenbError as exc:
+            print(f"\nERROR: {exc}", flush=True)
 
 
 class _Microphone:

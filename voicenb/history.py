@@ -61,6 +61,9 @@ STAGES = ("started", "uploading", "transcribing", "answering")
 FINAL = ("ok", "error", "interrupted")
 
 _STATE = ("upload_url", "owner", "updated_at")
+_STATUS, _ERROR = NAMES.index("status"), NAMES.index("error")
+INTERRUPTED = ("The process running this turn stopped before it finished; Session.resume() "
+               "finishes it.")
 
 
 def _while_locked(step: Any, timeout: float = 60.0) -> Any:
@@ -150,6 +153,9 @@ class HistoryStore:
     # -- schema -------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return  # up to date: opening a store to read it writes nothing
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -225,6 +231,10 @@ class HistoryStore:
                 db.execute("UPDATE turn_state SET upload_url = ? WHERE session = ? AND turn = ?",
                            (upload_url, session, turn))
 
+    def _stopped(self, owner: str | None, updated_at: float | None, now: float) -> bool:
+        """Whether a turn in progress belongs to a process that is gone."""
+        return not _alive(owner) or (updated_at is not None and now - updated_at > self.STALE_S)
+
     def mark_interrupted(self) -> int:
         """Turns in a stage whose process is gone become ``interrupted``; return how many."""
         with self._lock:
@@ -234,15 +244,14 @@ class HistoryStore:
                 f"({', '.join('?' * len(STAGES))})", STAGES).fetchall()
         now = time.time()
         dead = [(session, turn) for session, turn, owner, updated in rows
-                if not _alive(owner) or (updated is not None and now - updated > self.STALE_S)]
+                if self._stopped(owner, updated, now)]
         if dead:
             with self._write() as db:
                 db.executemany(
-                    "UPDATE turns SET status = 'interrupted', error = COALESCE(error, "
-                    "'The process running this turn stopped before it finished; "
-                    "Session.resume() finishes it.') WHERE session = ? AND turn = ? AND "
+                    "UPDATE turns SET status = 'interrupted', error = COALESCE(error, ?) "
+                    "WHERE session = ? AND turn = ? AND "
                     f"status IN ({', '.join('?' * len(STAGES))})",
-                    [(s, t, *STAGES) for s, t in dead])
+                    [(INTERRUPTED, s, t, *STAGES) for s, t in dead])
         return len(dead)
 
     # -- reading ------------------------------------------------------------------------------
@@ -270,15 +279,27 @@ class HistoryStore:
 
     def dataframe(self, session: str | None = None) -> pd.DataFrame:
         """The history as a DataFrame: the schema's columns in order, one row per turn,
-        ``started_at`` tz-aware UTC, seconds as floats, token counts as nullable ints."""
-        self.mark_interrupted()
+        ``started_at`` tz-aware UTC, seconds as floats, token counts as nullable ints.
+
+        Reading never writes: a turn whose process is gone shows as ``interrupted`` here,
+        and becomes so in the store when ``Session.resume()`` picks it up.
+        """
         where, params = _where(session, None, None)
         with self._lock:
             cursor = self._db.execute(
-                f"SELECT {', '.join('t.' + n for n in NAMES)} FROM turns t {where} "
+                f"SELECT {', '.join('t.' + n for n in NAMES)}, s.owner, s.updated_at FROM turns "
+                f"t LEFT JOIN turn_state s USING (session, turn) {where} "
                 "ORDER BY t.session, t.turn", params)
             rows = cursor.fetchall()
-        return to_frame(rows)
+        return to_frame([self._as_read(row) for row in rows])
+
+    def _as_read(self, row: tuple, now: float | None = None) -> tuple:
+        """A row as a reader should see it (without its owner columns)."""
+        *values, owner, updated_at = row
+        status, error = values[_STATUS], values[_ERROR]
+        if status in STAGES and self._stopped(owner, updated_at, now or time.time()):
+            values[_STATUS], values[_ERROR] = "interrupted", error or INTERRUPTED
+        return tuple(values)
 
 
 def to_frame(rows: list[tuple]) -> pd.DataFrame:

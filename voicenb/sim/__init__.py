@@ -66,6 +66,7 @@ class Simulator:
         unknown_text: str | None = None,
         end_silence_ms: int = 640,
         max_streaming_sessions: int | None = None,
+        streaming_realtime_slack_s: float | None = 1.0,
     ) -> None:
         self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
         self.registry = Registry(unknown_text)
@@ -78,7 +79,8 @@ class Simulator:
                                     token_rate=token_rate, context_window=context_window)
         self.streaming = StreamingService(self.registry, key=assemblyai_key,
                                           end_silence_ms=end_silence_ms,
-                                          max_sessions=max_streaming_sessions)
+                                          max_sessions=max_streaming_sessions,
+                                          realtime_slack_s=streaming_realtime_slack_s)
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

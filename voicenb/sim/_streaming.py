@@ -33,7 +33,8 @@ PARTIAL_EVERY_MS = 300
 
 class StreamingService:
     def __init__(self, registry: Registry, *, key: str, end_silence_ms: int = 640,
-                 max_sessions: int | None = None, realtime_slack_s: float = 1.0) -> None:
+                 max_sessions: int | None = None,
+                 realtime_slack_s: float | None = 1.0) -> None:
         self.registry = registry
         self.key = key
         self.end_silence_ms = end_silence_ms
@@ -178,7 +179,8 @@ class _Session:
         self.samples += len(chunk) // 2
         audio_s = self.samples / self.rate
         wall = time.monotonic() - self.started
-        if audio_s > wall + self.service.realtime_slack_s:
+        slack = self.service.realtime_slack_s
+        if slack is not None and audio_s > wall + slack:
             return 3007, (f"Audio Transmission Rate Exceeded: Received {audio_s:.1f} sec. audio "
                           f"in {wall:.1f} sec")
         self.pending += chunk

@@ -1,8 +1,9 @@
 """Real-time transcription: AssemblyAI's Universal-Streaming v3 websocket.
 
-:class:`RealtimeTranscriber` runs the websocket on a background thread with its own event
-loop, so it works the same from a script, a CLI and a notebook (whose main thread already
-runs an event loop). Feed it 16 kHz mono 16-bit PCM with :meth:`~RealtimeTranscriber.send`
+:class:`RealtimeTranscriber` uses websockets' blocking client (``websockets.sync``, as the
+official AssemblyAI SDK does): one thread sends, one reads, and no event loop of its own, so
+it works the same from a script, a CLI and a notebook (whose main thread already runs an
+event loop). Feed it 16 kHz mono 16-bit PCM with :meth:`~RealtimeTranscriber.send`
 in pieces of any size: it re-chunks them into frames of ``chunk_ms`` (50-1000 ms, as the
 service requires) and never sends faster than real time. It always ends the session with
 ``{"type": "Terminate"}`` and waits for ``Termination`` (on errors and Ctrl-C too), since
@@ -11,8 +12,9 @@ an unterminated session is billed until its 3-hour cap.
 
 from __future__ import annotations
 
-import asyncio
+import bisect
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +36,8 @@ from ..audio import AudioLike, as_audio
 SERVICE = "AssemblyAI streaming"
 DEFAULT_SPEECH_MODEL = "universal-streaming-english"
 BACKEND = "assemblyai-streaming"
+#: the longest stretch of sent audio kept for a turn that has not ended (seconds)
+MAX_TURN_S = 300.0
 
 
 @dataclass
@@ -56,6 +60,8 @@ class TurnEvent:
     end_s: float | None = None
     #: final turns: the turn's audio as sent (a WAV file's bytes, with a little margin)
     audio: bytes | None = field(default=None, repr=False)
+    #: the streaming session the turn belongs to
+    session_id: str | None = None
 
 
 def _close_error(code: int | None, reason: str) -> VoicenbError:
@@ -75,6 +81,56 @@ def _close_error(code: int | None, reason: str) -> VoicenbError:
     return ServiceError(f"{SERVICE} closed the session ({code}: {text}).", **kw)
 
 
+class _SentAudio:
+    """The PCM sent so far and when each frame went, kept only as far back as a turn can
+    reach: what a final turn covers is let go, and so is anything older than ``keep_s``
+    (an hour of silence holds ``keep_s`` of audio, not an hour)."""
+
+    def __init__(self, rate: int, keep_s: float = MAX_TURN_S) -> None:
+        self.rate, self.keep_s = rate, keep_s
+        self.pcm = bytearray()
+        self.from_s = 0.0  # stream time of pcm[0]
+        self.sent_s = 0.0
+        self.mark_s: list[float] = []  # stream seconds sent after each frame...
+        self.mark_t: list[float] = []  # ...and the monotonic time it went
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.pcm) + 16 * len(self.mark_s)
+
+    def add(self, frame: bytes, when: float) -> None:
+        self.pcm += frame
+        self.sent_s += len(frame) / 2 / self.rate
+        self.mark_s.append(self.sent_s)
+        self.mark_t.append(when)
+        if self.sent_s - self.from_s > self.keep_s * 1.25:  # trim in steps, not every frame
+            self.drop_before(self.sent_s - self.keep_s)
+
+    def sent_at(self, stream_s: float) -> float | None:
+        """When the audio up to ``stream_s`` had been sent."""
+        i = bisect.bisect_left(self.mark_s, stream_s)
+        return self.mark_t[i] if i < len(self.mark_t) else None
+
+    def take(self, start_s: float, end_s: float, margin: float = 0.25) -> bytes | None:
+        """The PCM of ``start_s``..``end_s`` (with ``margin``) as a WAV file; what came
+        before ``end_s`` is let go."""
+        from ..audio import pcm_to_wav
+
+        pcm = bytes(self.pcm[self._index(start_s - margin):self._index(end_s + margin)])
+        self.drop_before(end_s)
+        return pcm_to_wav(pcm, self.rate) if pcm else None
+
+    def drop_before(self, stream_s: float) -> None:
+        cut = min(self._index(stream_s), len(self.pcm))
+        del self.pcm[:cut]
+        self.from_s += cut / 2 / self.rate
+        k = bisect.bisect_left(self.mark_s, self.from_s)
+        del self.mark_s[:k], self.mark_t[:k]
+
+    def _index(self, stream_s: float) -> int:
+        return max(0, int((stream_s - self.from_s) * self.rate)) * 2
+
+
 class RealtimeTranscriber:
     """A Universal-Streaming v3 session.
 
@@ -82,9 +138,11 @@ class RealtimeTranscriber:
     ...     rt.send(pcm_bytes)
 
     ``on_begin(session_id)``, ``on_partial(TurnEvent)`` and ``on_turn(TurnEvent)`` are
-    called on the transcriber's thread. With ``format_turns`` (default) only the formatted
-    final turn is reported as final. ``params`` are more query parameters for the service
-    (``end_of_turn_confidence_threshold``, ``keyterms_prompt``...).
+    called on the transcriber's reading thread. With ``format_turns`` (default) only the
+    formatted final turn is reported as final. ``params`` are more query parameters for the
+    service (``end_of_turn_confidence_threshold``, ``keyterms_prompt``...). ``pace=False``
+    sends as fast as the socket takes it, for servers that allow that (the simulator with
+    ``streaming_realtime_slack_s=None``); AssemblyAI closes such a session with 3007.
     """
 
     def __init__(
@@ -101,6 +159,7 @@ class RealtimeTranscriber:
         on_partial: Callable[[TurnEvent], None] | None = None,
         on_turn: Callable[[TurnEvent], None] | None = None,
         connect_timeout: float = 10.0,
+        pace: bool = True,
         **params: Any,
     ) -> None:
         if not 50 <= chunk_ms <= 1000:
@@ -118,55 +177,64 @@ class RealtimeTranscriber:
         self.sample_rate = sample_rate
         self.frame_bytes = sample_rate * 2 * chunk_ms // 1000
         self.format_turns = format_turns
+        self.pace = pace
         self.on_begin, self.on_partial, self.on_turn = on_begin, on_partial, on_turn
         self.connect_timeout = connect_timeout
         self.session_id: str | None = None
         self.turns: list[TurnEvent] = []
         self.error: VoicenbError | None = None
         self.terminated = False
-        self.audio_sent_s = 0.0
-        self._marks: list[tuple[float, float]] = []  # (stream seconds sent, monotonic time)
-        # PCM sent since the last final turn (so each turn keeps its audio), and its start
-        self._audio = bytearray()
-        self._audio_from_s = 0.0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[bytes | None] | None = None
-        self._thread: threading.Thread | None = None
-        self._begun = threading.Event()
+        self.sent = _SentAudio(sample_rate)
+        self._ws: Any = None
+        self._outbox: queue.Queue[bytes | None] = queue.Queue()
+        self._flush = True  # False: a caller failed, Terminate without sending the rest
+        self._threads: list[threading.Thread] = []
         self._done = threading.Event()
 
     def __repr__(self) -> str:
         return f"RealtimeTranscriber(url={self.url.split('?')[0]!r}, session={self.session_id!r})"
 
+    @property
+    def audio_sent_s(self) -> float:
+        """Seconds of audio sent so far."""
+        return self.sent.sent_s
+
     # -- the public, thread-safe surface ------------------------------------------------------
 
     def start(self) -> RealtimeTranscriber:
         """Connect and wait for ``Begin``; raises the service's refusal as a typed error."""
-        self._thread = threading.Thread(target=self._run, name="voicenb-streaming", daemon=True)
-        self._thread.start()
-        if not self._begun.wait(self.connect_timeout + 5):
-            self.close()
-            raise ServiceTimeoutError(f"{SERVICE} did not begin a session within "
-                                      f"{self.connect_timeout:.0f} s.", service=SERVICE)
-        if self.error is not None:
-            self._thread.join(5)
-            raise self.error
+        self._ws = self._connect()
+        try:
+            self._begin()
+        except BaseException:
+            self._ws.close()
+            raise
+        for target, name in ((self._read, "voicenb-streaming-read"),
+                             (self._send, "voicenb-streaming-send")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def send(self, pcm: bytes) -> None:
         """Queue 16 kHz mono s16le PCM of any length (it is re-chunked and paced)."""
         if self.error is not None:
             raise self.error
-        if self._loop is not None and pcm and not self._done.is_set():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, bytes(pcm))
+        if self._ws is not None and pcm and not self._done.is_set():
+            self._outbox.put(bytes(pcm))
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Send what is left, then ``Terminate``; wait for ``Termination``. Raises the error
-        that ended the session, if one did."""
-        if self._loop is not None and not self._done.is_set():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def close(self, timeout: float = 30.0, *, flush: bool = True) -> None:
+        """Send what is left (unless ``flush=False``), then ``Terminate``; wait for
+        ``Termination``. Raises the error that ended the session, if one did."""
+        if self._ws is None:
+            return
+        self._flush = flush
+        self._outbox.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            self._ws.close()  # the service never confirmed: stop waiting for it
         if self.error is not None:
             raise self.error
 
@@ -175,7 +243,7 @@ class RealtimeTranscriber:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         try:
-            self.close()
+            self.close(flush=exc_type is None)
         except VoicenbError:
             if exc_type is None:
                 raise
@@ -185,127 +253,130 @@ class RealtimeTranscriber:
         self.send(as_audio(audio).pcm16k())
         self.close()
 
-    # -- the background thread -----------------------------------------------------------------
+    # -- connecting ------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._queue = asyncio.Queue()
-        try:
-            self._loop.run_until_complete(self._session())
-        except VoicenbError as exc:
-            self.error = exc
-        except Exception as exc:  # noqa: BLE001 - everything else becomes a ServiceError
-            self.error = ServiceError(f"{SERVICE} failed: {type(exc).__name__}: {exc}",
-                                      service=SERVICE)
-        finally:
-            self._done.set()
-            self._begun.set()
-            self._loop.close()
-
-    async def _session(self) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    def _connect(self) -> Any:
+        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.sync.client import connect
 
         try:
-            ws = await connect(self.url, additional_headers={"Authorization": self._key},
-                               open_timeout=self.connect_timeout, compression=None,
-                               proxy=None, max_size=2**22)
+            # Entered by hand: on websockets 17 the bare call is the reconnecting iterator's
+            # entry point; entering it gives the one connection on every version.
+            return connect(self.url, additional_headers={"Authorization": self._key},
+                           open_timeout=self.connect_timeout, compression=None, proxy=None,
+                           max_size=2**22).__enter__()
         except InvalidStatus as exc:
             status = exc.response.status_code
-            error = _close_error(1008 if status in (401, 403) else status,
-                                 exc.response.body.decode("utf-8", "replace")[:200]
-                                 if exc.response.body else f"HTTP {status}")
-            raise error from None
-        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+            raise _close_error(1008 if status in (401, 403) else status,
+                               exc.response.body.decode("utf-8", "replace")[:200]
+                               if exc.response.body else f"HTTP {status}") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise ServiceError(
                 f"Cannot reach {SERVICE} at {self.url.split('?')[0]} ({exc}). Check the "
                 "network and ASSEMBLYAI_STREAMING_URL; offline, start `python -m voicenb.sim`.",
                 service=SERVICE) from None
-        error_text = ""
-        async with ws:
-            sender = asyncio.create_task(self._send_loop(ws))
+
+    def _begin(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            data = json.loads(self._ws.recv(timeout=self.connect_timeout + 5))
+        except TimeoutError:
+            raise ServiceTimeoutError(f"{SERVICE} did not begin a session within "
+                                      f"{self.connect_timeout:.0f} s.", service=SERVICE) from None
+        except ConnectionClosed:
+            raise self._closed("") from None
+        if data.get("type") != "Begin":
+            error = str(data.get("error") or data)
             try:
-                async for message in _messages(ws, ConnectionClosed):
-                    if isinstance(message, bytes):
-                        continue
-                    data = json.loads(message)
-                    kind = data.get("type")
-                    if kind == "Begin":
-                        self.session_id = data.get("id")
-                        self._begun.set()
-                        if self.on_begin:
-                            self.on_begin(self.session_id)
-                    elif kind == "Turn":
-                        self._turn(data)
-                    elif kind == "Termination":
-                        self.terminated = True
-                        break
-                    elif kind == "Error":
-                        error_text = str(data.get("error") or "")
-            finally:
-                if not sender.done():
-                    # We are leaving early (an error, or Ctrl-C in the caller): still end
-                    # the session properly so it is not billed for hours.
-                    sender.cancel()
-                    if not self.terminated and ws.close_code is None:
-                        try:
-                            await ws.send(json.dumps({"type": "Terminate"}))
-                        except Exception:
-                            pass
-        code, reason = ws.close_code, error_text or ws.close_reason or ""
-        if not self.terminated and code not in (1000, None):
-            raise _close_error(code, reason)
-        if not self.terminated and code is None:
-            raise ServiceError(f"{SERVICE} connection dropped before Termination.",
-                               service=SERVICE)
+                self._ws.recv(timeout=5)  # the close frame that follows carries the code
+            except (ConnectionClosed, TimeoutError):
+                pass
+            raise self._closed(error)
+        self.session_id = data.get("id")
+        if self.on_begin:
+            self.on_begin(self.session_id)
 
-    async def _send_loop(self, ws: Any) -> None:
+    def _closed(self, error_text: str) -> VoicenbError:
+        code = self._ws.close_code
+        reason = error_text or self._ws.close_reason or ""
+        if code is None:
+            return ServiceError(f"{SERVICE} connection dropped before Termination.",
+                                service=SERVICE)
+        return _close_error(code, reason)
+
+    # -- the two threads -------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        """Read the service's messages until the socket closes; keep the error, if any."""
+        from websockets.exceptions import ConnectionClosed
+
+        error_text = ""
+        try:
+            for message in self._ws:
+                if isinstance(message, bytes):
+                    continue
+                data = json.loads(message)
+                kind = data.get("type")
+                if kind == "Turn":
+                    self._turn(data)
+                elif kind == "Termination":
+                    self.terminated = True
+                elif kind == "Error":
+                    error_text = str(data.get("error") or "")
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a callback failed, or a garbled message
+            self.error = ServiceError(f"{SERVICE} failed: {type(exc).__name__}: {exc}",
+                                      service=SERVICE)
+            self._ws.close()
+        finally:
+            if self.error is None and not self.terminated and self._ws.close_code != 1000:
+                self.error = self._closed(error_text)
+            self._done.set()
+            self._outbox.put(None)  # the sender stops waiting for audio
+
+    def _send(self) -> None:
+        """Re-chunk queued PCM into frames, never ahead of real time; end with Terminate."""
+        from websockets.exceptions import ConnectionClosed
+
         buffer = bytearray()
-        start = time.monotonic()
-        closing = False
-        while not closing:
-            item = await self._queue.get()
-            if item is None:
-                closing = True
-                if buffer:  # the last frame must hold at least 50 ms: pad it with silence
-                    minimum = self.sample_rate * 2 * 50 // 1000
-                    buffer += b"\0" * max(0, minimum - len(buffer))
-            else:
+        start: float | None = None
+        try:
+            while True:
+                item = self._outbox.get()
+                if self._done.is_set():
+                    return
+                if item is None:
+                    break
+                if not self._flush:
+                    continue
                 buffer += item
-            while len(buffer) >= self.frame_bytes or (closing and buffer):
-                frame = bytes(buffer[: self.frame_bytes])
-                del buffer[: self.frame_bytes]
-                # Never ahead of real time: this frame starts at audio_sent_s.
-                wait = self.audio_sent_s - (time.monotonic() - start)
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await ws.send(frame)
-                self.audio_sent_s += len(frame) / 2 / self.sample_rate
-                self._marks.append((self.audio_sent_s, time.monotonic()))
-                self._audio += frame
-        await ws.send(json.dumps({"type": "Terminate"}))
+                start = self._send_frames(buffer, start, closing=False)
+            if self._flush and buffer:  # the last frame must hold at least 50 ms: pad it
+                minimum = self.sample_rate * 2 * 50 // 1000
+                buffer += b"\0" * max(0, minimum - len(buffer))
+                self._send_frames(buffer, start, closing=True)
+            self._ws.send(json.dumps({"type": "Terminate"}))
+        except ConnectionClosed:
+            pass  # the reader reports why
 
-    def _take_audio(self, event: TurnEvent, margin: float = 0.25) -> bytes | None:
-        """The turn's PCM (as WAV) from what was sent; what came before it is let go."""
-        from ..audio import pcm_to_wav
-
-        if event.start_s is None or event.end_s is None:
-            return None
-        def index(stream_s: float) -> int:
-            return max(0, int((stream_s - self._audio_from_s) * self.sample_rate)) * 2
-
-        a, b = index(event.start_s - margin), index(event.end_s + margin)
-        pcm = bytes(self._audio[a:b])
-        cut = min(index(event.end_s), len(self._audio))
-        del self._audio[:cut]
-        self._audio_from_s += cut / 2 / self.sample_rate
-        return pcm_to_wav(pcm, self.sample_rate) if pcm else None
-
-    def _sent_at(self, stream_s: float) -> float | None:
-        for sent_s, when in self._marks:
-            if sent_s >= stream_s:
-                return when
-        return None
+    def _send_frames(self, buffer: bytearray, start: float | None, *, closing: bool
+                     ) -> float | None:
+        while len(buffer) >= self.frame_bytes or (closing and buffer):
+            if not self._flush:  # the caller failed: Terminate now, send nothing more
+                buffer.clear()
+                break
+            frame = bytes(buffer[: self.frame_bytes])
+            del buffer[: self.frame_bytes]
+            now = time.monotonic()
+            start = now if start is None else start
+            wait = self.sent.sent_s - (now - start)  # this frame starts at sent_s
+            if self.pace and wait > 0:
+                time.sleep(wait)
+            self._ws.send(frame)
+            self.sent.add(frame, time.monotonic())
+        return start
 
     def _turn(self, data: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -315,26 +386,17 @@ class RealtimeTranscriber:
             end_of_turn=bool(data.get("end_of_turn")),
             formatted=bool(data.get("turn_is_formatted")),
             end_of_turn_confidence=data.get("end_of_turn_confidence"), words=words,
-            received=now,
+            received=now, session_id=self.session_id,
             start_s=words[0]["start"] / 1000 if words else None,
             end_s=words[-1]["end"] / 1000 if words else None)
         final = event.end_of_turn and (event.formatted or not self.format_turns)
         if final:
-            sent = self._sent_at(event.end_s) if event.end_s is not None else None
-            event.stt_s = now - sent if sent is not None else None
-            event.audio = self._take_audio(event)
+            if event.end_s is not None:
+                sent = self.sent.sent_at(event.end_s)
+                event.stt_s = now - sent if sent is not None else None
+                event.audio = self.sent.take(event.start_s, event.end_s)
             self.turns.append(event)
             if self.on_turn:
                 self.on_turn(event)
         elif not event.end_of_turn and self.on_partial:
             self.on_partial(event)
-
-
-async def _messages(ws: Any, closed: type[Exception]) -> Any:
-    """The server's messages until the socket closes, however it closes (the close code is
-    read afterwards and turned into the matching error)."""
-    try:
-        async for message in ws:
-            yield message
-    except closed:
-        return

@@ -10,9 +10,7 @@ streams in, and the turn lands in the session's history (``stt_backend`` is
 
 from __future__ import annotations
 
-import queue
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +18,7 @@ import anywidget
 import traitlets
 
 from .._errors import VoicenbError
-from ._pending import Pending
+from ._worker import Streamed, Worker
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..session import Session
@@ -43,15 +41,14 @@ class LiveRecorder(anywidget.AnyWidget):
     transcript = traitlets.Unicode("").tag(sync=True)
     answer = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, session: Session, **kwargs: Any) -> None:
+    def __init__(self, session: Session, *, idle_timeout: float = 60.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.session = session
         self._rt: Any = None
-        self._turns: queue.Queue[Any] = queue.Queue()
-        self._pending = Pending()
-        self._worker = threading.Thread(target=self._answer_turns, name="voicenb-live",
-                                        daemon=True)
-        self._worker.start()
+        # start/feed/stop come from the browser's messages and from Python threads at once
+        self._rt_lock = threading.Lock()
+        self._worker = Worker(self._answer_turn, name="voicenb-live",
+                              idle_timeout=idle_timeout)
         self.on_msg(self._on_msg)
 
     def __repr__(self) -> str:
@@ -79,24 +76,32 @@ class LiveRecorder(anywidget.AnyWidget):
 
     def start(self) -> None:
         """Open a streaming session (the browser's Start button does this)."""
+        with self._rt_lock:
+            if self._rt is None:
+                self._open()
+        self._show("listening", "listening: speak, then pause to end your turn")
+
+    def _open(self) -> None:
         from ..stt.streaming import RealtimeTranscriber
 
-        if self._rt is not None:
-            return
         self.session.chat  # connect to the model now, not after the first turn
         self._rt = RealtimeTranscriber(on_partial=self._on_partial, on_turn=self._on_turn,
                                        settings=self.session.settings).start()
-        self._show("listening", "listening: speak, then pause to end your turn")
 
     def feed(self, pcm: bytes) -> None:
         """Stream 16 kHz mono 16-bit PCM (starting the session if needed)."""
-        if self._rt is None:
-            self.start()
-        self._rt.send(pcm)
+        with self._rt_lock:
+            opened = self._rt is None
+            if opened:
+                self._open()
+            self._rt.send(pcm)  # only queues: the lock is held for no time
+        if opened:
+            self._show("listening", "listening: speak, then pause to end your turn")
 
     def stop(self) -> None:
         """Flush, end the session with Terminate, and wait for the service to confirm."""
-        rt, self._rt = self._rt, None
+        with self._rt_lock:
+            rt, self._rt = self._rt, None
         if rt is None:
             return
         try:
@@ -108,7 +113,7 @@ class LiveRecorder(anywidget.AnyWidget):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every finished turn has been answered; False on timeout."""
-        return self._pending.wait(timeout)
+        return self._worker.wait(timeout)
 
     # -- turns ------------------------------------------------------------------------------
 
@@ -116,41 +121,26 @@ class LiveRecorder(anywidget.AnyWidget):
         self.partial = event.text
 
     def _on_turn(self, event: TurnEvent) -> None:
-        self._pending.add()
-        self._turns.put(event)
+        self._worker.submit(event)
 
-    def _answer_turns(self) -> None:
+    def _answer_turn(self, event: TurnEvent) -> None:
         from ..stt.streaming import BACKEND
 
-        while True:
-            event = self._turns.get()
-            try:
-                self.partial = ""
-                self.transcript, self.answer = event.text, ""
-                self._show("answering", "thinking")
-                pieces: list[str] = []
-                last = [0.0]
-
-                def on_token(piece: str) -> None:
-                    pieces.append(piece)
-                    now = time.monotonic()
-                    if now - last[0] >= 0.05:
-                        last[0] = now
-                        self.answer = "".join(pieces)
-
-                turn = self.session.ask_text(
-                    event.text, audio=event.audio, stt_backend=BACKEND, stt_s=event.stt_s,
-                    transcript_id=f"{self._rt.session_id if self._rt else 'live'}:"
-                                  f"{event.turn_order}", on_token=on_token)
-                self.answer = turn.answer or ""
-                self._show("listening" if self._rt else "idle",
-                           f"turn {turn.turn}: done ({turn.total_s:.1f} s)")
-            except VoicenbError as exc:
-                self._show("error", str(exc))
-            except Exception as exc:  # keep the widget alive; say what broke
-                self._show("error", f"{type(exc).__name__}: {exc}")
-            finally:
-                self._pending.done()
+        try:
+            self.partial = ""
+            self.transcript, self.answer = event.text, ""
+            self._show("answering", "thinking")
+            turn = self.session.ask_text(
+                event.text, audio=event.audio, stt_backend=BACKEND, stt_s=event.stt_s,
+                transcript_id=f"{event.session_id or 'live'}:{event.turn_order}",
+                on_token=Streamed(lambda text: setattr(self, "answer", text)))
+            self.answer = turn.answer or ""
+            self._show("listening" if self._rt else "idle",
+                       f"turn {turn.turn}: done ({turn.total_s:.1f} s)")
+        except VoicenbError as exc:
+            self._show("error", str(exc))
+        except Exception as exc:  # keep the widget alive; say what broke
+            self._show("error", f"{type(exc).__name__}: {exc}")
 
     def _show(self, state: str, status: str) -> None:
         self.state, self.status = state, status

@@ -9,7 +9,6 @@ transcript and the answer (streaming in) update as it goes. Every text shown is 
 from __future__ import annotations
 
 import html
-import queue
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from .._errors import VoicenbError
-from ._pending import Pending
+from ._worker import Streamed, Worker
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..session import Session, Turn
@@ -70,7 +69,8 @@ class Recorder(widgets.VBox):
     queue is done.
     """
 
-    def __init__(self, session: Session, *, show_turns: int = 5, stream: Any = None) -> None:
+    def __init__(self, session: Session, *, show_turns: int = 5, stream: Any = None,
+                 idle_timeout: float = 60.0) -> None:
         from ipywebrtc import AudioRecorder, CameraStream
 
         self.session = session
@@ -91,9 +91,9 @@ class Recorder(widgets.VBox):
         super().__init__([widgets.HBox([self.button, self.audio_recorder]), self.status,
                           self.view, self.turns, self.hint])
         self.add_class("voicenb-recorder")
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._pending = Pending()
-        self._worker: threading.Thread | None = None
+        # Recordings become turns one at a time, in order, on a thread that leaves when idle.
+        self._worker = Worker(self._run_turn, name="voicenb-recorder",
+                              idle_timeout=idle_timeout)
         self._state = "idle"
         self._since = time.monotonic()
         self._ticker_stop = threading.Event()
@@ -109,13 +109,11 @@ class Recorder(widgets.VBox):
 
     def submit(self, audio: Any) -> None:
         """Queue a recording (bytes, a path or an Audio) to become the next turn."""
-        self._pending.add()
-        self._queue.put(audio)
-        self._ensure_worker()
+        self._worker.submit(audio)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every queued recording has become a turn; False on timeout."""
-        return self._pending.wait(timeout)
+        return self._worker.wait(timeout)
 
     def _on_audio(self, change: dict[str, Any]) -> None:
         data = change.get("new")
@@ -138,36 +136,10 @@ class Recorder(widgets.VBox):
         elif self._state == "recording":
             self._set_status("idle")
 
-    # -- the worker ---------------------------------------------------------------------------
-
-    def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="voicenb-recorder",
-                                            daemon=True)
-            self._worker.start()
-
-    def _work(self) -> None:
-        while True:
-            try:
-                audio = self._queue.get(timeout=60)
-            except queue.Empty:
-                return
-            try:
-                self._run_turn(audio)
-            finally:
-                self._pending.done()
+    # -- one turn, on the worker's thread ------------------------------------------------
 
     def _run_turn(self, audio: Any) -> Turn | None:
         self.view.clear()
-        answer: list[str] = []
-        last = [0.0]
-
-        def on_token(piece: str) -> None:
-            answer.append(piece)
-            now = time.monotonic()
-            if now - last[0] >= 0.05:  # ~20 updates a second is smooth and cheap
-                last[0] = now
-                self.view.show(answer="".join(answer))
 
         def on_status(turn: int, status: str) -> None:
             if status == "answering":
@@ -176,7 +148,9 @@ class Recorder(widgets.VBox):
 
         self._start_ticker()
         try:
-            turn = self.session.ask_audio(audio, on_token=on_token, on_status=on_status)
+            turn = self.session.ask_audio(
+                audio, on_status=on_status,
+                on_token=Streamed(lambda text: self.view.show(answer=text)))
         except VoicenbError as exc:
             self._set_status("error", message=str(exc))
             return None
