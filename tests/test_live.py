@@ -38,6 +38,21 @@ def test_the_browser_messages_drive_it(live, sim, samples):
 
 
 def test_a_refused_microphone_is_explained(live):
-    live._on_msg(live, {"type": "error", "message": "NotAllowedError: Permission denied"}, [])
-    assert live.state == "error"
-    assert "Allow the microphone" in live.status and "localhost" in live.status
+    why = "the microphone was refused: allow it for this page in the address bar's settings"
+    live._on_msg(live, {"type": "error", "message": why}, [])
+    assert live.state == "error" and why in live.status
+
+
+def test_a_stream_of_silence_says_nothing_was_heard(live):
+    live.feed(b"\0\0" * 16000)
+    live.stop()
+    assert live.state == "idle" and live.status == "stopped: no speech was heard"
+    assert live.turns == []
+
+
+def test_the_live_widget_lists_the_last_turns(live, samples):
+    live.feed(vnb.Audio(samples[0]).pcm16k() + b"\0\0" * 16000)
+    live.stop()
+    assert live.wait(30)
+    assert [r["said"] for r in live.turns] == ["What is the capital of France?"]
+    assert live.status.startswith("turn 1: done")

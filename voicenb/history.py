@@ -272,6 +272,13 @@ class HistoryStore:
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row)) for row in cursor.fetchall()]
 
+    def audio_file(self, audio_path: str | None) -> Path | None:
+        """The file a row's ``audio_path`` names (kept relative to home), if it exists."""
+        if not audio_path:
+            return None
+        path = self.home / audio_path
+        return path if path.is_file() else None
+
     def sessions(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute(

@@ -111,14 +111,21 @@ class Session:
 
     # -- widgets ------------------------------------------------------------------------------
 
-    def recorder(self, *, show_turns: int = 5) -> Any:
-        """The notebook widget: each recording becomes a turn, the answer streams in.
+    def recorder(self, *, engine: str = "anywidget", show_turns: int = 5) -> Any:
+        """The push-to-talk widget: each recording becomes a turn, the answer streams in.
 
         >>> s.recorder()                       # doctest: +SKIP
-        """
-        from .widgets import Recorder
 
-        return Recorder(self, show_turns=show_turns)
+        ``engine="ipywebrtc"`` records with ipywebrtc (compressed by the browser, for long
+        recordings) instead of streaming PCM to the kernel.
+        """
+        from .widgets import Recorder, WebRTCRecorder
+
+        if engine not in ("anywidget", "ipywebrtc"):
+            raise ConfigError(f"Unknown recorder engine {engine!r}: use 'anywidget' "
+                              "(the default) or 'ipywebrtc'.")
+        kind = Recorder if engine == "anywidget" else WebRTCRecorder
+        return kind(self, show_turns=show_turns)
 
     def live(self) -> Any:
         """The real-time widget: the transcript forms as you speak, and each end of turn is

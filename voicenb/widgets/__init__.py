@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .live import LiveRecorder
-from .recorder import Recorder, TurnView
+from .recorder import Recorder, WebRTCRecorder
 
-__all__ = ["Recorder", "TurnView", "LiveRecorder"]
+__all__ = ["Recorder", "WebRTCRecorder", "LiveRecorder"]

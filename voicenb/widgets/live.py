@@ -11,7 +11,6 @@ streams in, and the turn lands in the session's history (``stt_backend`` is
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anywidget
@@ -19,37 +18,40 @@ import traitlets
 
 from .._errors import VoicenbError
 from ._worker import Streamed, Worker
+from .recorder import TurnsMixin, bundle
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..session import Session
     from ..stt.streaming import TurnEvent
 
-STATIC = Path(__file__).with_name("static")
-
-
-class LiveRecorder(anywidget.AnyWidget):
+class LiveRecorder(TurnsMixin, anywidget.AnyWidget):
     """The live widget of a :class:`~voicenb.Session` (use ``session.live()``).
 
     Without a browser, :meth:`feed` streams PCM from Python exactly as the microphone would;
     :meth:`stop` ends the stream and :meth:`wait` waits for the last answer.
     """
 
-    _esm = STATIC / "live.js"
+    _esm = bundle("capture.js", "turns.js", "live.js")
     status = traitlets.Unicode("Press Start and speak; a pause ends your turn.").tag(sync=True)
     state = traitlets.Unicode("idle").tag(sync=True)
     partial = traitlets.Unicode("").tag(sync=True)
     transcript = traitlets.Unicode("").tag(sync=True)
     answer = traitlets.Unicode("").tag(sync=True)
+    turns = traitlets.List(traitlets.Dict()).tag(sync=True)
 
-    def __init__(self, session: Session, *, idle_timeout: float = 60.0, **kwargs: Any) -> None:
+    def __init__(self, session: Session, *, show_turns: int = 5, idle_timeout: float = 60.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.session = session
+        self.show_turns = show_turns
+        self._heard = 0  # final turns heard in the current stream
         self._rt: Any = None
         # start/feed/stop come from the browser's messages and from Python threads at once
         self._rt_lock = threading.Lock()
         self._worker = Worker(self._answer_turn, name="voicenb-live",
                               idle_timeout=idle_timeout)
         self.on_msg(self._on_msg)
+        self._show_turns()
 
     def __repr__(self) -> str:
         return f"LiveRecorder(session={self.session.name!r}, state={self.state!r})"
@@ -64,13 +66,13 @@ class LiveRecorder(anywidget.AnyWidget):
             elif kind == "audio":
                 for buffer in buffers:
                     self.feed(bytes(buffer))
+            elif kind == "play":
+                self._play(content.get("turn", 0))
             elif kind == "stop":
                 threading.Thread(target=self.stop, name="voicenb-live-stop",
                                  daemon=True).start()
             elif kind == "error":
-                self._show("error", f"Microphone unavailable ({content.get('message')}). "
-                                    "Allow the microphone for this page; browsers only offer "
-                                    "it on https:// or localhost.")
+                self._show("error", f"No microphone: {content.get('message')}.")
         except VoicenbError as exc:
             self._show("error", str(exc))
 
@@ -85,6 +87,7 @@ class LiveRecorder(anywidget.AnyWidget):
         from ..stt.streaming import RealtimeTranscriber
 
         self.session.chat  # connect to the model now, not after the first turn
+        self._heard = 0
         self._rt = RealtimeTranscriber(on_partial=self._on_partial, on_turn=self._on_turn,
                                        settings=self.session.settings).start()
 
@@ -107,7 +110,8 @@ class LiveRecorder(anywidget.AnyWidget):
         try:
             rt.close()
             if self.state == "listening":
-                self._show("idle", "stopped")
+                self._show("idle", "stopped: no speech was heard" if not self._heard else
+                           f"stopped after {self._heard} turn{'s' * (self._heard > 1)}")
         except VoicenbError as exc:
             self._show("error", str(exc))
 
@@ -121,6 +125,7 @@ class LiveRecorder(anywidget.AnyWidget):
         self.partial = event.text
 
     def _on_turn(self, event: TurnEvent) -> None:
+        self._heard += 1
         self._worker.submit(event)
 
     def _answer_turn(self, event: TurnEvent) -> None:
@@ -141,6 +146,8 @@ class LiveRecorder(anywidget.AnyWidget):
             self._show("error", str(exc))
         except Exception as exc:  # keep the widget alive; say what broke
             self._show("error", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._show_turns()
 
     def _show(self, state: str, status: str) -> None:
         self.state, self.status = state, status

@@ -1,28 +1,40 @@
-"""``session.recorder()``: record a question in a cell; the turn runs in the background.
+"""``session.recorder()``: push to talk in a cell; each question becomes a turn.
 
-The microphone part is ipywebrtc (``CameraStream`` with audio only + ``AudioRecorder``).
-Each finished recording (WebM/Opus bytes in ``recorder.audio.value``) is queued and becomes a
-turn of the session on a worker thread, so the kernel stays free; the status line, the
-transcript and the answer (streaming in) update as it goes. Every text shown is escaped.
+An anywidget (``static/capture.js`` + ``turns.js`` + ``recorder.js``): one Record/Stop button,
+a status line that ticks, the transcript, the answer streaming in, and the last turns with a
+play button each. While you speak the browser sends 16 kHz PCM to the kernel in ~100 ms
+chunks; at Stop the kernel keeps the clip (WAV), and unless it is too short or silent (then
+nothing is sent anywhere and the status says so) it becomes a turn on a worker thread, so the
+kernel stays free. Nothing is played unless a play button is pressed. Every text is shown as
+text (``textContent``), never as markup.
+
+``engine="ipywebrtc"`` records with ipywebrtc instead (the browser compresses to WebM/Opus:
+for long recordings); only our own button shows, and nothing is played back.
 """
 
 from __future__ import annotations
 
-import html
 import threading
-import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import ipywidgets as widgets
+import anywidget
+import traitlets
 
-from .._errors import VoicenbError
+from .._errors import AudioError, VoicenbError
+from ..audio import Audio, pcm_to_wav
 from ._worker import Streamed, Worker
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..session import Session, Turn
 
+STATIC = Path(__file__).with_name("static")
+RATE = 16000
+#: clips shorter than this (a double-click on Record) are not sent anywhere
+MIN_SECONDS = 0.3
+
 STATUS_TEXT = {
-    "idle": "idle: press the record button, ask your question, press it again",
+    "idle": "press Record, ask your question, press Stop",
     "recording": "recording",
     "started": "starting",
     "uploading": "uploading",
@@ -32,78 +44,74 @@ STATUS_TEXT = {
     "error": "error",
     "interrupted": "interrupted",
 }
-MIC_HINT = ("No sound reaching the recorder? The browser must allow the microphone, and it only "
-            "offers one on https:// or localhost pages.")
 
 
-def _escaped(text: str | None) -> str:
-    return html.escape(text or "").replace("\n", "<br>")
+def bundle(*names: str) -> str:
+    """Widget JavaScript: the shared files first, the widget's own module last."""
+    return "\n".join((STATIC / name).read_text(encoding="utf-8") for name in names)
 
 
-class TurnView(widgets.VBox):
-    """What was heard and what was answered, as escaped text."""
+class TurnsMixin:
+    """The last turns of a widget's session as rows for ``turns.js``, and their audio on
+    request (a play button)."""
 
-    def __init__(self) -> None:
-        self.transcript = widgets.HTML(layout=widgets.Layout(min_height="1.5em"))
-        self.answer = widgets.HTML(layout=widgets.Layout(min_height="1.5em"))
-        super().__init__([self.transcript, self.answer])
-        self.add_class("voicenb-turn")
+    session: Session
+    show_turns: int
 
-    def show(self, transcript: str | None = None, answer: str | None = None) -> None:
-        if transcript is not None:
-            self.transcript.value = (f"<div class='voicenb-transcript'><b>You:</b> "
-                                     f"{_escaped(transcript)}</div>")
-        if answer is not None:
-            self.answer.value = (f"<div class='voicenb-answer' style='white-space: pre-wrap'>"
-                                 f"<b>GPT:</b> {_escaped(answer)}</div>")
+    def _show_turns(self) -> None:
+        if self.show_turns <= 0:
+            return
+        rows = self.session.store.rows(self.session.name)[-self.show_turns:]
+        self.turns = [{
+            "turn": r["turn"], "status": r["status"] or "",
+            "said": r["transcript"] if r["transcript"] is not None else (r["error"] or ""),
+            "answer": (r["answer"] or "")[:300], "seconds": r["total_s"],
+            "audio": bool(r["audio_path"] and r["audio_sha256"]),
+        } for r in reversed(rows)]
 
-    def clear(self) -> None:
-        self.transcript.value = self.answer.value = ""
+    def _play(self, number: int) -> None:
+        turn = self.session.turn(int(number))
+        path = self.session.store.audio_file(turn.audio_path)
+        if path is None:
+            return
+        clip = Audio(path)
+        self.send({"type": "audio", "turn": turn.turn, "mime": f"audio/{clip.format}"},
+                  [clip.read()])
 
 
-class Recorder(widgets.VBox):
+class Recorder(TurnsMixin, anywidget.AnyWidget):
     """The recorder widget of a :class:`~voicenb.Session` (use ``session.recorder()``).
 
     Recordings made while a turn runs wait in order. ``submit(audio)`` queues audio from
-    Python (a file or bytes) exactly as a recording would be; ``wait()`` blocks until the
-    queue is done.
+    Python (a file or bytes) exactly as a recording would be; ``wait()`` blocks until every
+    queued recording has become a turn. Without a browser, ``begin()``, ``feed(pcm)`` and
+    ``end()`` do what the page does while you press Record, speak and press Stop.
     """
 
-    def __init__(self, session: Session, *, show_turns: int = 5, stream: Any = None,
-                 idle_timeout: float = 60.0) -> None:
-        from ipywebrtc import AudioRecorder, CameraStream
+    _esm = bundle("capture.js", "turns.js", "recorder.js")
+    state = traitlets.Unicode("idle").tag(sync=True)
+    status = traitlets.Unicode(STATUS_TEXT["idle"]).tag(sync=True)
+    transcript = traitlets.Unicode("").tag(sync=True)
+    answer = traitlets.Unicode("").tag(sync=True)
+    turns = traitlets.List(traitlets.Dict()).tag(sync=True)
+    #: whether the page records (False when another engine supplies the audio)
+    capture = traitlets.Bool(True).tag(sync=True)
 
+    def __init__(self, session: Session, *, show_turns: int = 5, capture: bool = True,
+                 idle_timeout: float = 60.0, **kwargs: Any) -> None:
+        super().__init__(capture=capture, **kwargs)
         self.session = session
         self.show_turns = show_turns
-        self.camera = stream or CameraStream(constraints={"audio": True, "video": False})
-        self.audio_recorder = AudioRecorder(stream=self.camera)
-        # Our own toggle: ipywebrtc's round button starts recording without telling the kernel,
-        # so the status line could not say "recording".
-        self.button = widgets.ToggleButton(value=False, description="Record", icon="microphone",
-                                           tooltip="Start recording; press again to stop",
-                                           button_style="danger")
-        self.button.add_class("voicenb-record")
-        self.button.observe(self._on_button, "value")
-        self.status = widgets.HTML()
-        self.view = TurnView()
-        self.turns = widgets.HTML()
-        self.hint = widgets.HTML(f"<small style='color: #777'>{html.escape(MIC_HINT)}</small>")
-        super().__init__([widgets.HBox([self.button, self.audio_recorder]), self.status,
-                          self.view, self.turns, self.hint])
-        self.add_class("voicenb-recorder")
+        self._pcm: bytearray | None = None  # the recording in progress
+        self._lock = threading.Lock()
         # Recordings become turns one at a time, in order, on a thread that leaves when idle.
         self._worker = Worker(self._run_turn, name="voicenb-recorder",
                               idle_timeout=idle_timeout)
-        self._state = "idle"
-        self._since = time.monotonic()
-        self._ticker_stop = threading.Event()
-        self.audio_recorder.audio.observe(self._on_audio, "value")
-        self.audio_recorder.observe(self._on_recording, "recording")
-        self._set_status("idle")
+        self.on_msg(self._on_msg)
         self._show_turns()
 
     def __repr__(self) -> str:
-        return f"Recorder(session={self.session.name!r}, state={self._state!r})"
+        return f"Recorder(session={self.session.name!r}, state={self.state!r})"
 
     # -- input --------------------------------------------------------------------------------
 
@@ -115,102 +123,123 @@ class Recorder(widgets.VBox):
         """Block until every queued recording has become a turn; False on timeout."""
         return self._worker.wait(timeout)
 
-    def _on_audio(self, change: dict[str, Any]) -> None:
-        data = change.get("new")
-        if data:
-            self.submit(bytes(data))
+    def begin(self) -> None:
+        """A recording starts (the page's Record button)."""
+        with self._lock:
+            self._pcm = bytearray()
+        self._set("recording")
+
+    def feed(self, pcm: bytes) -> None:
+        """16 kHz mono 16-bit PCM of the recording in progress."""
+        with self._lock:
+            if self._pcm is not None:
+                self._pcm += pcm
+
+    def end(self) -> bool:
+        """The recording stops (the page's Stop button): it becomes a turn unless it is too
+        short or silent. Returns whether it was queued."""
+        with self._lock:
+            pcm, self._pcm = self._pcm, None
+        if pcm is None:
+            return False
+        seconds = len(pcm) / 2 / RATE
+        if seconds < MIN_SECONDS:
+            self._set("short", f"too short ({seconds:.1f} s), so nothing was sent: press "
+                               "Record, ask your question, then press Stop")
+            return False
+        wav = pcm_to_wav(bytes(pcm), RATE)
+        if Audio(wav).is_silent():
+            self._set("silent", "nothing was heard, so nothing was sent: check that the "
+                                "microphone is on and not muted, then record again")
+            return False
+        self._set("started")
+        self.submit(wav)
+        return True
+
+    def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "start":
+            self.begin()
+        elif kind == "audio":
+            for buffer in buffers:
+                self.feed(bytes(buffer))
+        elif kind == "stop":
+            self.end()
+        elif kind == "play":
+            self._play(content.get("turn", 0))
+        elif kind == "error":
+            self._set("nomic", f"no microphone: {content.get('message')}. You can still "
+                               "ask from Python: recorder.submit('question.wav').")
+
+    # -- one turn, on the worker's thread ------------------------------------------------------
+
+    def _run_turn(self, audio: Any) -> Turn | None:
+        self.transcript = self.answer = ""
+
+        def on_status(turn: int, status: str) -> None:
+            if status == "answering":
+                self.transcript = self.session.turn(turn).transcript or ""
+            self._set(status, turn=turn)
+
+        try:
+            turn = self.session.ask_audio(
+                audio, on_status=on_status,
+                on_token=Streamed(lambda text: setattr(self, "answer", text)))
+        except VoicenbError as exc:
+            self._set("error", str(exc))
+            return None
+        except Exception as exc:  # a bug must not kill the widget's worker silently
+            self._set("error", f"{type(exc).__name__}: {exc}")
+            return None
+        finally:
+            self._show_turns()
+        self.transcript, self.answer = turn.transcript or "", turn.answer or ""
+        self._set("ok", f"turn {turn.turn}: done, {turn.total_s:.1f} s in all")
+        return turn
+
+    def _set(self, state: str, message: str | None = None, *, turn: int | None = None) -> None:
+        text = message if message is not None else STATUS_TEXT.get(state, state)
+        self.status = f"turn {turn}: {text}" if turn else text
+        self.state = state
+
+
+class WebRTCRecorder(Recorder):
+    """``session.recorder(engine="ipywebrtc")``: ipywebrtc records (the browser compresses
+    to WebM/Opus, for long recordings); our Record/Stop button drives it, its own controls
+    and player are never shown, and the recording is never played back."""
+
+    def __init__(self, session: Session, *, stream: Any = None, **kwargs: Any) -> None:
+        import ipywidgets as widgets
+        from ipywebrtc import AudioRecorder, CameraStream
+
+        super().__init__(session, capture=False, **kwargs)
+        camera = stream or CameraStream(constraints={"audio": True, "video": False})
+        self.audio_recorder = AudioRecorder(stream=camera, autosave=False,
+                                            layout=widgets.Layout(display="none"))
+        self.button = widgets.ToggleButton(value=False, description="Record",
+                                           icon="microphone", button_style="danger",
+                                           tooltip="Record a question")
+        self.button.add_class("voicenb-record")
+        self.button.observe(self._on_button, "value")
+        self.audio_recorder.audio.observe(self._on_audio, "value")
+        self.box = widgets.VBox([self.button, self.audio_recorder, self])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
 
     def _on_button(self, change: dict[str, Any]) -> None:
         recording = bool(change.get("new"))
         self.button.description = "Stop" if recording else "Record"
         self.button.icon = "stop" if recording else "microphone"
-        if self.audio_recorder.recording != recording:
-            self.audio_recorder.recording = recording
+        self.audio_recorder.recording = recording
+        self._set("recording" if recording else "started")
 
-    def _on_recording(self, change: dict[str, Any]) -> None:
-        recording = bool(change.get("new"))
-        if self.button.value != recording:
-            self.button.value = recording
-        if recording:
-            self._set_status("recording")
-        elif self._state == "recording":
-            self._set_status("idle")
-
-    # -- one turn, on the worker's thread ------------------------------------------------
-
-    def _run_turn(self, audio: Any) -> Turn | None:
-        self.view.clear()
-
-        def on_status(turn: int, status: str) -> None:
-            if status == "answering":
-                self.view.show(transcript=self.session.turn(turn).transcript)
-            self._set_status(status, turn)
-
-        self._start_ticker()
-        try:
-            turn = self.session.ask_audio(
-                audio, on_status=on_status,
-                on_token=Streamed(lambda text: self.view.show(answer=text)))
-        except VoicenbError as exc:
-            self._set_status("error", message=str(exc))
-            return None
-        except Exception as exc:  # a bug must not kill the widget's worker silently
-            self._set_status("error", message=f"{type(exc).__name__}: {exc}")
-            return None
-        finally:
-            self._ticker_stop.set()
-            self._show_turns()
-        self.view.show(transcript=turn.transcript, answer=turn.answer)
-        self._set_status("ok", turn.turn, message=f"{turn.total_s:.1f} s in all")
-        return turn
-
-    # -- display ------------------------------------------------------------------------------
-
-    def _set_status(self, state: str, turn: int | None = None, message: str = "") -> None:
-        if state != self._state:
-            self._since = time.monotonic()
-        self._state = state
-        self._turn = turn
-        self._message = message
-        self._render_status()
-
-    def _render_status(self) -> None:
-        state = self._state
-        text = STATUS_TEXT.get(state, state)
-        busy = state in ("recording", "started", "uploading", "transcribing", "answering")
-        elapsed = f" {time.monotonic() - self._since:.1f} s" if busy else ""
-        turn = f"turn {self._turn}: " if getattr(self, "_turn", None) else ""
-        extra = f" ({self._message})" if self._message else ""
-        color = {"error": "#b00020", "ok": "#1b5e20"}.get(state, "#555")
-        self.status.value = (f"<span class='voicenb-status' data-state='{state}' "
-                             f"style='color: {color}'>{html.escape(turn + text + elapsed + extra)}"
-                             "</span>")
-
-    def _start_ticker(self) -> None:
-        self._ticker_stop = stop = threading.Event()
-
-        def tick() -> None:
-            while not stop.wait(0.5):
-                self._render_status()
-
-        threading.Thread(target=tick, name="voicenb-ticker", daemon=True).start()
-
-    def _show_turns(self) -> None:
-        if self.show_turns <= 0:
-            return
-        rows = self.session.store.rows(self.session.name)[-self.show_turns:]
-        if not rows:
-            self.turns.value = ""
-            return
-        body = "".join(_turn_row(r) for r in reversed(rows))
-        self.turns.value = ("<table class='voicenb-turns' style='font-size: 90%'><tr><th>#</th>"
-                            "<th>status</th><th>you said</th><th>answer</th><th>time</th></tr>"
-                            f"{body}</table>")
-
-
-def _turn_row(row: dict[str, Any]) -> str:
-    seconds = "" if row["total_s"] is None else f"{row['total_s']:.1f} s"
-    said = row["transcript"] if row["transcript"] is not None else row["error"]
-    return (f"<tr><td>{row['turn']}</td><td>{html.escape(row['status'] or '')}</td>"
-            f"<td>{_escaped(said)}</td><td>{_escaped((row['answer'] or '')[:200])}</td>"
-            f"<td>{seconds}</td></tr>")
+    def _on_audio(self, change: dict[str, Any]) -> None:
+        data = change.get("new")
+        if data:
+            try:
+                self.submit(Audio(bytes(data)))
+            except AudioError as exc:
+                self._set("error", str(exc))

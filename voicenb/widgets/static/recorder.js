@@ -1,0 +1,95 @@
+// voicenb's recorder (after capture.js and turns.js): one push-to-talk button. While you
+// speak, 16 kHz PCM goes to the kernel in ~100 ms chunks; Stop hands the clip over as a turn.
+// The status line ticks here, from this page's clock, and shows the kernel's state as soon as
+// it changes; the page shows "stopping" itself at Stop, so it never flashes a wrong state.
+
+const BUSY = new Set(["recording", "stopping", "started", "uploading", "transcribing", "answering"]);
+
+function render({ model, el }) {
+  el.classList.add("voicenb-recorder");
+  const row = document.createElement("div");
+  row.style.display = "flex";
+  row.style.alignItems = "center";
+  row.style.gap = "0.75em";
+  const button = document.createElement("button");
+  button.className = "voicenb-record jupyter-button";
+  const status = document.createElement("span");
+  status.className = "voicenb-status";
+  status.setAttribute("role", "status");
+  row.append(button, status);
+  const transcript = document.createElement("div");
+  transcript.className = "voicenb-transcript";
+  const answer = document.createElement("div");
+  answer.className = "voicenb-answer";
+  answer.style.whiteSpace = "pre-wrap";
+  const turns = document.createElement("div");
+  el.append(row, transcript, answer, turns);
+
+  let capture = null, starting = false, local = null, since = performance.now(), shown = "";
+
+  function state() {
+    return local || model.get("state");
+  }
+
+  function paint() {
+    const s = state();
+    const seconds = (performance.now() - since) / 1000;
+    const text = local === "stopping" ? "stopping" : model.get("status");
+    status.textContent = text + (BUSY.has(s) ? " " + seconds.toFixed(1) + " s" : "");
+    status.dataset.state = s;
+    status.style.color = s === "error" ? "#b00020" : s === "ok" ? "#1b5e20" : "#555";
+  }
+
+  function show() {
+    const s = state();
+    if (s !== shown) { shown = s; since = performance.now(); }
+    const recording = capture !== null || starting;
+    button.textContent = recording ? "\u25A0 Stop" : "\u25CF Record";
+    button.setAttribute("aria-label", recording ? "Stop" : "Record");
+    button.title = recording ? "Stop: your question becomes a turn" : "Record a question";
+    button.disabled = !model.get("capture") || (local === "stopping");
+    button.style.display = model.get("capture") ? "" : "none";
+    const said = model.get("transcript"), reply = model.get("answer");
+    transcript.textContent = said ? "You: " + said : "";
+    answer.textContent = reply ? "GPT: " + reply : "";
+    renderTurns(turns, model);
+    paint();
+  }
+  for (const name of ["status", "state", "transcript", "answer", "turns", "capture"]) {
+    model.on("change:" + name, () => {
+      if (name === "state" && local === "stopping") local = null; // the kernel has it
+      show();
+    });
+  }
+  listenForAudio(model);
+  const ticker = setInterval(paint, 100);
+
+  async function start() {
+    starting = true;
+    show();
+    try {
+      capture = await startCapture((chunk) => model.send({ type: "audio" }, undefined, [chunk.buffer]));
+      model.send({ type: "start", rate: capture.rate });
+    } catch (err) {
+      model.send({ type: "error", message: err.message });
+    } finally {
+      starting = false;
+      show();
+    }
+  }
+
+  function stop() {
+    if (!capture) return;
+    capture.stop();
+    capture = null;
+    local = "stopping";
+    model.send({ type: "stop" });
+    show();
+  }
+
+  button.onclick = () => { if (!starting) (capture ? stop() : start()); };
+  show();
+  return () => { clearInterval(ticker); if (capture) stop(); };
+}
+
+export default { render };
