@@ -31,7 +31,7 @@ def test_history_columns_are_the_schema_in_order(session, sample):
         "session", "turn", "started_at", "status", "error", "audio_path", "audio_s",
         "audio_sha256", "stt_backend", "transcript_id", "transcript", "confidence", "upload_s",
         "transcribe_s", "polls", "stt_s", "llm_model", "prompt", "answer", "ttft_s", "llm_s",
-        "prompt_tokens", "completion_tokens", "total_s"]
+        "prompt_tokens", "completion_tokens", "total_s", "setup_s", "wait_s", "overhead_s"]
 
 
 def test_history_dtypes(session, sample, make_wav):
@@ -55,7 +55,7 @@ def test_sqlite_table_has_exactly_the_schema(session, sample, home):
     cols = [r[1] for r in db.execute("PRAGMA table_info(turns)")]
     assert tuple(cols) == NAMES
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_a_turn_records_every_stage(session, sim, sample, home):
@@ -273,15 +273,16 @@ def test_summary_refuses_other_frames():
         vnb.summary(pd.DataFrame({"a": [1]}))
 
 
-def test_plot_latency_stacks_four_stages_per_turn(session, samples):
+def test_plot_latency_stacks_every_stage_per_turn(session, samples):
     import matplotlib
 
     matplotlib.use("Agg")
     session.ask_many(samples, progress=False)
     ax = vnb.plot_latency(session.history)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "upload", "transcription", "time to first token", "rest of the answer"]
-    assert len(ax.patches) == 4 * 3
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert names == ["first-call set-up", "waiting for other turns", "upload", "transcription",
+                     "time to first token", "rest of the answer", "voicenb (audio, history)"]
+    assert len(ax.patches) == len(names) * 3
     assert [t.get_text() for t in ax.get_xticklabels()] == ["#1", "#2", "#3"]
 
 

@@ -23,7 +23,7 @@ from ._errors import (
     VoicenbError,
 )
 from .audio import Audio
-from .history import HistoryStore, load_history, plot_latency, summary
+from .history import HistoryStore, load_history, play, plot_latency, summary
 from .llm import Answer, Chat, ask
 from .session import Session, Turn
 from .stt import AssemblyAI, Transcript, transcribe, transcribe_many
@@ -46,6 +46,7 @@ __all__ = [
     "load_history",
     "summary",
     "plot_latency",
+    "play",
     "Audio",
     "AssemblyAI",
     "RealtimeTranscriber",

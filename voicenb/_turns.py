@@ -64,6 +64,9 @@ class Turn:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_s: float | None = None
+    setup_s: float | None = None
+    wait_s: float | None = None
+    overhead_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -101,7 +104,13 @@ class Work:
     audio: Audio | None
     checkpoint: Checkpoint = Checkpoint()
     transcript: Transcript | None = None  # set when only the answer is missing
+    #: monotonic times: the turn's start (earlier by the stt_s of a transcript heard before
+    #: this call), and when its row was written
     t0: float = 0.0
+    ready: float = 0.0
+    #: first-call set-up (clients, the chat's memory) and waiting on other turns, seconds
+    setup_s: float = 0.0
+    wait_s: float = 0.0
 
 
 class Pipeline:
@@ -164,6 +173,7 @@ class Pipeline:
         try:
             audio = as_audio(item)
             backend = self._backend_if_ready()
+            setup_s = time.monotonic() - t0
             if backend is not None:
                 check_size(backend, audio)
             audio_s = audio.duration
@@ -177,12 +187,14 @@ class Pipeline:
             self.name, status="uploading" if uploads else "transcribing",
             audio_path=str(saved.relative_to(self.store.home)), audio_s=audio_s,
             audio_sha256=audio.sha256, **base)
-        return Work(number, Audio(saved, name=audio.name), t0=t0), None
+        return Work(number, Audio(saved, name=audio.name), t0=t0, ready=time.monotonic(),
+                    setup_s=setup_s), None
 
     def text_turn(self, text: str, audio: AudioLike | None, stt_backend: str,
                   **heard: Any) -> tuple[Work, Transcript]:
-        """Start a turn whose transcript is known already (typed, or streamed)."""
-        t0 = time.monotonic()
+        """Start a turn whose transcript is known already (typed, or streamed: then the turn
+        began ``stt_s`` ago, when the speech ended)."""
+        t0 = time.monotonic() - (heard.get("stt_s") or 0.0)
         row: dict[str, Any] = dict(stt_backend=stt_backend, llm_model=self.settings.model,
                                    status="answering")
         if audio is not None:
@@ -194,7 +206,7 @@ class Pipeline:
         stt_s = heard.pop("stt_s", None)
         transcript = Transcript(text=text or "", backend=stt_backend, audio_s=row.get("audio_s"),
                                 stt_s=stt_s, transcribe_s=stt_s, **heard)
-        return Work(number, None, t0=t0), transcript
+        return Work(number, None, t0=t0, ready=time.monotonic()), transcript
 
     def works_from_rows(self, statuses: list[str]) -> tuple[list[int], list[Work]]:
         """The session's turns with ``statuses``, and the work to finish each (none for a
@@ -217,10 +229,12 @@ class Pipeline:
         path = self.store.home / (row["audio_path"] or "")
         if not row["audio_path"] or not path.is_file():
             return None  # the audio never arrived (a missing file): nothing to retry with
+        now = time.monotonic()
         work = Work(row["turn"], Audio(path),
-                    Checkpoint(row.get("upload_url"), row["transcript_id"]), t0=time.monotonic())
+                    Checkpoint(row.get("upload_url"), row["transcript_id"]), t0=now, ready=now)
         if (row["transcript"] or "").strip() and row["stt_s"] is not None:
             work.transcript = Transcript.from_row(row)  # only the answer is missing
+            work.t0 -= row["stt_s"]  # the transcription it took counts in this turn's total
         self.update(work.turn, status="transcribing" if work.transcript is None else
                     "answering")
         return work
@@ -305,11 +319,23 @@ class Pipeline:
         if on_status:
             on_status(work.turn, "answering")
         with self._lock:
-            answer = self.chat.ask(prompt, stream=stream, on_token=on_token)
-        self.update(work.turn, status="ok", error=None, total_s=time.monotonic() - work.t0,
+            t = time.monotonic()
+            chat = self.chat
+            work.setup_s += time.monotonic() - t
+            answer = chat.ask(prompt, stream=stream, on_token=on_token)
+        self.update(work.turn, status="ok", error=None, **self._timings(work, transcript, answer),
                     **answer.to_row())
         if on_status:
             on_status(work.turn, "ok")
+
+    @staticmethod
+    def _timings(work: Work, transcript: Transcript, answer: Any) -> dict[str, float]:
+        """total_s and the columns that, with stt_s and llm_s, add up to it: set-up, waiting
+        on other turns, and voicenb's own work (saving audio, writing the history...)."""
+        total = time.monotonic() - work.t0
+        named = (transcript.stt_s or 0.0) + (answer.llm_s or 0.0) + work.setup_s + work.wait_s
+        return dict(total_s=total, setup_s=work.setup_s, wait_s=work.wait_s,
+                    overhead_s=max(0.0, total - named))
 
     # -- recording ------------------------------------------------------------------------
 
@@ -353,7 +379,7 @@ class _Batch:
     def __init__(self, pipeline: Pipeline, works: list[Work]) -> None:
         self.pipeline, self.works = pipeline, works
         self.ready: dict[int, Transcript | BaseException] = {}
-        self.delivered: set[int] = set()
+        self.delivered: dict[int, float] = {}  # index -> when its transcript arrived
         self.cond = threading.Condition()
         # Once the answering loop stops (Ctrl-C, a bug), the transcription thread records no
         # further stage: it keeps an upload URL or transcript id it learns, then ends.
@@ -363,7 +389,7 @@ class _Batch:
     def deliver(self, i: int, value: Transcript | BaseException) -> None:
         with self.cond:
             if i not in self.delivered:  # the first word on a turn is the one that counts
-                self.delivered.add(i)
+                self.delivered[i] = time.monotonic()
                 self.ready[i] = value
                 self.cond.notify_all()
 
@@ -408,6 +434,7 @@ class _Batch:
                 self.cond.wait()
             value = self.ready.pop(i)
         work = self.works[i]
+        work.wait_s += max(0.0, time.monotonic() - self.delivered[i])  # for earlier answers
         try:
             if isinstance(value, BaseException):
                 raise value
@@ -419,10 +446,13 @@ class _Batch:
         subset = [self.works[i] for i in todo]
 
         def on_stage(k: int, stage: str, value: Any) -> None:
+            now = time.monotonic()  # before the lock: another turn's stage may hold it
             with self.guard:
                 if self.stop.is_set():  # interrupted: keep what resume() can reuse, end
                     self.pipeline.keep(subset[k], stage, value)
                     raise _Stopped
+                if stage == "started":  # it waited for a free slot until now
+                    subset[k].wait_s += max(0.0, now - subset[k].ready)
                 self.pipeline.record_stage(subset[k], stage, value)
                 if stage == "done":
                     self.deliver(todo[k], outcome(value))

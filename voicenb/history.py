@@ -22,7 +22,7 @@ import pandas as pd
 from ._config import Settings, resolve
 from ._errors import ConfigError, redact
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The history schema of DESIGN.md: table and DataFrame columns, in this order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -50,6 +50,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("prompt_tokens", "INTEGER"),
     ("completion_tokens", "INTEGER"),
     ("total_s", "REAL"),
+    # schema 2: the rest of total_s, so that a turn's top-level stages add up to it
+    ("setup_s", "REAL"),
+    ("wait_s", "REAL"),
+    ("overhead_s", "REAL"),
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 FLOATS = tuple(n for n, t in COLUMNS if t.startswith("REAL") and n != "started_at")
@@ -170,7 +174,11 @@ class HistoryStore:
                            "turn INTEGER NOT NULL, upload_url TEXT, owner TEXT, updated_at REAL, "
                            "PRIMARY KEY (session, turn))")
                 db.execute("CREATE INDEX IF NOT EXISTS turns_status ON turns (status)")
-            # Later schema changes go here: `if version < 2: ALTER TABLE ...`.
+            # Later schemas append columns: add what an older store lacks, keeping every row.
+            have = {row[1] for row in db.execute("PRAGMA table_info(turns)")}
+            for name, kind in COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE turns ADD COLUMN {name} {kind}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     class _Txn:
@@ -298,7 +306,11 @@ class HistoryStore:
                 f"t LEFT JOIN turn_state s USING (session, turn) {where} "
                 "ORDER BY t.session, t.turn", params)
             rows = cursor.fetchall()
-        return to_frame([self._as_read(row) for row in rows])
+        df = to_frame([self._as_read(row) for row in rows])
+        saved = df["audio_sha256"].notna() & df["audio_path"].notna()
+        df.loc[saved, "audio_path"] = [str(self.home.resolve() / p)
+                                       for p in df.loc[saved, "audio_path"]]
+        return df
 
     def _as_read(self, row: tuple, now: float | None = None) -> tuple:
         """A row as a reader should see it (without its owner columns)."""
@@ -312,7 +324,8 @@ class HistoryStore:
 def to_frame(rows: list[tuple]) -> pd.DataFrame:
     """Rows of the schema's columns -> the typed DataFrame."""
     df = pd.DataFrame.from_records(rows, columns=list(NAMES), coerce_float=True)
-    df["started_at"] = pd.to_datetime(df["started_at"].astype("float64"), unit="s", utc=True)
+    df["started_at"] = pd.to_datetime(df["started_at"].astype("float64"), unit="s",
+                                      utc=True).dt.round("ms")
     df["turn"] = df["turn"].astype("Int64")
     for name in INTS:
         df[name] = df[name].astype("Int64")
@@ -362,8 +375,11 @@ def load_history(home: str | os.PathLike[str] | None = None,
 
 # -- analysis ---------------------------------------------------------------------------------
 
-#: per-stage latency columns, in the order a turn goes through them
-LATENCIES = ("upload_s", "transcribe_s", "stt_s", "ttft_s", "llm_s", "total_s")
+#: per-stage latency columns, in the order a turn goes through them. The top-level stages
+#: (TOP) add up to total_s; upload_s and transcribe_s are parts of stt_s, ttft_s of llm_s.
+LATENCIES = ("setup_s", "wait_s", "upload_s", "transcribe_s", "stt_s", "ttft_s", "llm_s",
+             "overhead_s", "total_s")
+TOP = ("setup_s", "wait_s", "stt_s", "llm_s", "overhead_s")
 
 
 class Summary:
@@ -409,7 +425,8 @@ def summary(df: pd.DataFrame) -> Summary:
 
 
 def plot_latency(df: pd.DataFrame, ax: Any = None) -> Any:
-    """A stacked bar per turn: upload, transcription, time to first token, rest of the answer.
+    """A stacked bar per turn whose height is its ``total_s``: set-up, waiting, upload,
+    transcription, time to first token, the rest of the answer, and voicenb's own work.
 
     Returns the matplotlib Axes.
     """
@@ -417,25 +434,52 @@ def plot_latency(df: pd.DataFrame, ax: Any = None) -> Any:
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(max(6.0, min(0.35 * len(df), 16.0)), 3.5))
+        _, ax = plt.subplots(figsize=(max(7.0, min(0.35 * len(df), 16.0) + 3), 3.5))
     f = df[list(LATENCIES)].astype("float64").fillna(0.0)
+    upload = f["upload_s"].clip(upper=f["stt_s"])
+    first = f["ttft_s"].clip(upper=f["llm_s"])
     parts = pd.DataFrame({
-        "upload": f["upload_s"],
-        "transcription": (f["stt_s"] - f["upload_s"]).clip(lower=0),
-        "time to first token": f["ttft_s"],
-        "rest of the answer": (f["llm_s"] - f["ttft_s"]).clip(lower=0),
+        "first-call set-up": f["setup_s"],
+        "waiting for other turns": f["wait_s"],
+        "upload": upload,
+        "transcription": f["stt_s"] - upload,
+        "time to first token": first,
+        "rest of the answer": f["llm_s"] - first,
+        "voicenb (audio, history)": f["overhead_s"],
     })
     labels = [f"{s} #{t}" if df["session"].nunique() > 1 else f"#{t}"
               for s, t in zip(df["session"], df["turn"])]
     bottom = pd.Series(0.0, index=parts.index)
     for name in parts:
-        ax.bar(range(len(parts)), parts[name], bottom=bottom, label=name)
+        if parts[name].any():
+            ax.bar(range(len(parts)), parts[name], bottom=bottom, label=name)
         bottom = bottom + parts[name]
     ax.set_xticks(range(len(parts)), labels, rotation=90 if len(parts) > 12 else 0)
     ax.set_ylabel("seconds")
-    ax.set_title("latency per turn")
-    ax.legend(loc="upper left", fontsize="small")
+    ax.set_title("latency per turn (bar height = total_s)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    ax.figure.tight_layout()
     return ax
+
+
+def play(turn: Any) -> Any:
+    """An inline player for a turn's audio: a :class:`~voicenb.Turn`, a history row (a
+    DataFrame row or dict with ``audio_path``), or a path.
+
+    >>> vnb.play(session.history.iloc[-1])          # doctest: +SKIP
+    """
+    from IPython.display import Audio as Player
+
+    path = turn if isinstance(turn, (str, os.PathLike)) else (
+        turn.get("audio_path") if hasattr(turn, "get") else getattr(turn, "audio_path", None))
+    if path is None or (isinstance(path, float) and pd.isna(path)) or pd.isna(path):
+        raise ConfigError("This turn has no audio to play (it was typed, or its file never "
+                          "arrived).")
+    if not Path(path).is_file():
+        raise ConfigError(f"The audio file {str(path)!r} is not there (moved, or recorded on "
+                          "another machine). Pass a row of vnb.load_history(), whose "
+                          "audio_path values are absolute.")
+    return Player(filename=str(path))
 
 
 def _require_columns(df: pd.DataFrame) -> None:

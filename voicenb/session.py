@@ -107,6 +107,9 @@ class Session:
         row = self.store.get(self.name, number)
         if row is None:
             raise ConfigError(f"Session {self.name!r} has no turn {number}.")
+        saved = self.store.audio_file(row["audio_path"]) if row["audio_sha256"] else None
+        if saved is not None:
+            row["audio_path"] = str(saved.resolve())  # playable from any working directory
         return Turn.from_row(row)
 
     # -- widgets ------------------------------------------------------------------------------
