@@ -457,7 +457,11 @@ def plot_latency(df: pd.DataFrame, ax: Any = None) -> Any:
     ax.set_xticks(range(len(parts)), labels, rotation=90 if len(parts) > 12 else 0)
     ax.set_ylabel("seconds")
     ax.set_title("latency per turn (bar height = total_s)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    if len(df):
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                  frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no turns yet", ha="center", va="center", transform=ax.transAxes)
     ax.figure.tight_layout()
     return ax
 

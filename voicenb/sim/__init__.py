@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .._config import DEFAULT_OPENAI_BASE_URL, Settings
-from ..audio import AudioLike
+from ..audio import Audio, AudioLike
 from ._assemblyai import AssemblyAIService, Job
 from ._openai import OpenAIService
 from ._streaming import StreamingService
@@ -67,9 +67,12 @@ class Simulator:
         end_silence_ms: int = 640,
         max_streaming_sessions: int | None = None,
         streaming_realtime_slack_s: float | None = 1.0,
+        hear: bool | str = False,
     ) -> None:
         self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
-        self.registry = Registry(unknown_text)
+        #: the local engine that hears audio the simulator does not know (None: placeholder)
+        self.engine = local_engine(hear)
+        self.registry = Registry(unknown_text, listener=_listener(self.engine))
         self.registry.load_dir(SAMPLES)
         self.assemblyai = AssemblyAIService(
             self.app, self.registry, key=assemblyai_key, processing_fixed=processing_fixed,
@@ -165,6 +168,32 @@ class Simulator:
         return f"Simulator(url={getattr(self, 'url', None)!r})"
 
 
+def local_engine(hear: bool | str) -> str | None:
+    """The engine ``hear`` asks for: ``True`` picks the best one installed (faster-whisper
+    with its model already here, else pocketsphinx), a name picks that one."""
+    if not hear:
+        return None
+    if isinstance(hear, str):
+        return hear
+    from ..stt.local import _installed, whisper_model_ready
+
+    if _installed("faster_whisper") and whisper_model_ready():
+        return "whisper"
+    return "sphinx" if _installed("pocketsphinx") else None
+
+
+def _listener(engine: str | None) -> Any:
+    if engine is None:
+        return None
+
+    def listen(audio: Audio) -> str:
+        from ..stt import get_backend
+
+        return get_backend(engine).transcribe(audio, progress=False).text
+
+    return listen
+
+
 @contextmanager
 def running(**knobs: Any) -> Iterator[Simulator]:
     """Run the simulators for a ``with`` block, with the base-URL and key variables set."""
@@ -208,6 +237,7 @@ def auto(*, samples: str | os.PathLike[str] | None = None, **knobs: Any) -> Simu
     if not (simulate_stt or simulate_llm):
         print("voicenb: using the real services (AssemblyAI and OpenAI) with your keys.")
         return None
+    knobs.setdefault("hear", True)  # your own words, heard on this machine
     sim = _auto = Simulator(**knobs).start()
     atexit.register(sim.stop)
     if samples:
@@ -228,4 +258,20 @@ def auto(*, samples: str | os.PathLike[str] | None = None, **knobs: Any) -> Simu
           f"at {sim.url} (no real service is called).\n"
           f"To use the real services, set {names} in the environment or in a .env file next "
           "to this notebook, then restart the kernel.")
+    if simulate_stt:
+        print(_hearing(sim.engine))
     return sim
+
+
+def _hearing(engine: str | None) -> str:
+    """What the simulator does with audio it does not know, in one sentence."""
+    if engine == "whisper":
+        return ("voicenb: your recordings are transcribed on this machine by faster-whisper "
+                "(the sample questions are known to the simulator).")
+    if engine == "sphinx":
+        return ("voicenb: your recordings are transcribed on this machine by pocketsphinx: "
+                "fast but rough. For better transcripts offline, pip install "
+                "'voicenb[whisper]' and download a Whisper model once (see the README).")
+    return ("voicenb: no speech recognizer is installed here, so your recordings get a "
+            "placeholder transcript: pip install 'voicenb[sphinx]' to hear your own words "
+            "offline.")

@@ -181,7 +181,7 @@ class OpenAIService:
                                 "invalid_request_error")
         time.sleep(self.ttft)
         self.app.count("audio_transcriptions")
-        text = self.registry.hear(audio.sha256, seconds)
+        text = self.registry.hear(audio.sha256, seconds, audio)
         fmt = fields.get("response_format", "json")
         if fmt == "text":
             return Response(200, text + "\n", content_type="text/plain")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from ..audio import Audio, AudioLike, as_audio
+from ..audio import Audio, AudioLike, as_audio, pcm_to_wav
 
 SAMPLES = Path(__file__).with_name("samples")
 
@@ -15,10 +16,15 @@ SAMPLES = Path(__file__).with_name("samples")
 class Registry:
     """Known clips and their text; sample audio ships with its text in ``samples.json``."""
 
-    def __init__(self, unknown_text: str | None = None) -> None:
+    def __init__(self, unknown_text: str | None = None,
+                 listener: Callable[[Audio], str] | None = None) -> None:
         #: what unregistered audio is heard as; ``{seconds}`` is replaced by its length
         self.unknown_text = unknown_text or (
-            "(simulated transcript of {seconds:.1f} seconds of unregistered audio)")
+            "(simulated transcript of {seconds:.1f} seconds of unregistered audio: install "
+            "pocketsphinx, pip install 'voicenb[sphinx]', to hear your own words offline)")
+        #: how unregistered audio is heard when set: a local engine (see Simulator(hear=...))
+        self.listener = listener
+        self._heard: dict[str, str] = {}  # sha256 -> what the listener heard, once
         self._text: dict[str, str] = {}
         self._pcm: dict[str, bytes] = {}  # sha256 -> 16 kHz PCM, to recognise streamed audio
         self._errors: dict[str, str] = {}
@@ -62,7 +68,7 @@ class Registry:
 
     def hear_pcm(self, pcm: bytes, seconds: float) -> str:
         """The text of the registered clip this 16 kHz mono PCM comes from (found by its
-        samples), or the text for unregistered audio."""
+        samples), or what unregistered audio is heard as."""
         probe = _probe(pcm)
         if probe:
             with self._lock:
@@ -70,13 +76,31 @@ class Registry:
             for sha, clip in known:
                 if probe in clip:
                     return self._text[sha]
-        return self.unknown_text.replace("{seconds:.1f}", f"{seconds:.1f}")
+        return self._unknown(lambda: Audio(pcm_to_wav(pcm)) if pcm else None, seconds)
 
-    def hear(self, sha: str, seconds: float) -> str:
-        """The registered text, or the text for unregistered audio."""
+    def hear(self, sha: str, seconds: float, audio: AudioLike | None = None) -> str:
+        """The registered text, or what unregistered audio is heard as (by the listener,
+        when there is one and the audio is given)."""
         text = self.text(sha)
-        return text if text is not None else self.unknown_text.replace(
-            "{seconds:.1f}", f"{seconds:.1f}")
+        if text is not None:
+            return text
+        return self._unknown(lambda: as_audio(audio) if audio is not None else None, seconds,
+                             sha)
+
+    def _unknown(self, clip: Callable[[], Audio | None], seconds: float,
+                 sha: str | None = None) -> str:
+        if self.listener is not None:
+            audio = clip()
+            if audio is not None:
+                key = sha or audio.sha256
+                with self._lock:
+                    heard = self._heard.get(key)
+                if heard is None:
+                    heard = self.listener(audio)
+                    with self._lock:
+                        self._heard[key] = heard
+                return heard
+        return self.unknown_text.replace("{seconds:.1f}", f"{seconds:.1f}")
 
     def error(self, sha: str) -> str | None:
         with self._lock:

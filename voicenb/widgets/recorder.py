@@ -113,6 +113,14 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
     def __repr__(self) -> str:
         return f"Recorder(session={self.session.name!r}, state={self.state!r})"
 
+    @property
+    def headless(self) -> bool:
+        """True when no one can press Record: the notebook runs with no browser attached
+        (nbclient, papermill, nbconvert --execute), or outside a notebook."""
+        from .._frontend import browser_attached
+
+        return not browser_attached()
+
     # -- input --------------------------------------------------------------------------------
 
     def submit(self, audio: Any) -> None:
