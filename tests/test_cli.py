@@ -14,14 +14,11 @@ import pytest
 def sim_process():
     proc = subprocess.Popen([sys.executable, "-m", "voicenb.sim", "--port", "0"],
                             stdout=subprocess.PIPE, text=True)
-    env = {}
     try:
-        for line in proc.stdout:
-            if line.strip().startswith("export "):
-                name, _, value = line.strip()[len("export "):].partition("=")
-                env[name] = value
-            if len(env) == 5:
-                break
+        first = proc.stdout.readline()  # one line a shell can eval
+        assert first.startswith("export ")
+        env = dict(pair.split("=", 1) for pair in first.split()[1:])
+        assert len(env) == 5
         yield env
     finally:
         proc.terminate()
@@ -101,3 +98,32 @@ def test_history_exports_csv(sim_process, sample, tmp_path):
     import pandas as pd
 
     assert pd.read_csv(csv)["transcript"].tolist() == ["What is the capital of France?"]
+
+
+def test_history_lines_fit_a_terminal_and_show_the_error(sim_process, sample, tmp_path):
+    home = tmp_path / "home"
+    voicenb("ask", str(sample), "missing.wav", "--home", str(home), env=sim_process)
+    out = voicenb("history", "--home", str(home), env=sim_process)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and all(len(line) <= 100 for line in lines)
+    assert "What is the capital of France? -> (simulated" in lines[0]
+    assert " error " in lines[1] and "Audio file not found" in lines[1]
+
+
+def test_piping_into_head_ends_quietly(sim_process, samples):
+    cmd = (f"{sys.executable} -m voicenb.cli transcribe --json "
+           + " ".join(map(str, samples * 20)) + " | head -n 1")
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **sim_process})
+    assert json.loads(out.stdout)["status"] == "completed"
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
+
+
+def test_help_is_plain_text_and_every_option_is_described():
+    out = voicenb("--help", env={})
+    assert "``" not in out.stdout and "voicenb history" in out.stdout
+    for command in ("transcribe", "ask", "listen", "history"):
+        text = voicenb(command, "--help", env={}).stdout
+        options = text.split("options:")[1].strip().splitlines()
+        described = [line for line in options if line.strip().startswith("-")]
+        assert all(len(line.split("  ")) > 1 for line in described if "=" not in line), text

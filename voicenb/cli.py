@@ -1,16 +1,20 @@
-"""The ``voicenb`` command.
+"""The voicenb command: talk to an LLM and keep every turn in a history.
 
-    voicenb transcribe FILE... [--json]          one line (or JSON object) per file
-    voicenb ask FILE... [--session NAME]         a turn per file: transcript, then answer
-    voicenb listen [--input FILE] [--device N] [--session NAME]   real time, turn by turn
-    voicenb history [--session NAME] [--csv PATH]
-    voicenb sim                                  the local simulators (python -m voicenb.sim)
+  voicenb transcribe FILE... [--json]     one line (or JSON object) per file
+  voicenb ask FILE... [--session NAME]    a turn per file: transcript, then the answer
+  voicenb listen [--input FILE]           real time, turn by turn (microphone or a file)
+  voicenb history [--session NAME]        the history (--csv PATH to export it)
+  voicenb sim                             the local simulators (python -m voicenb.sim)
+
+Data lives in VOICENB_HOME (default ./voicenb-data), the same folder make demo gives the
+notebooks when run from the repository.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -194,13 +198,25 @@ def _history(args: argparse.Namespace) -> int:
     if df.empty:
         print("no turns yet")
         return 0
+    for row in df.itertuples():
+        print(_history_line(row))
+    return 0
+
+
+def _history_line(row: Any, width: int = 100) -> str:
+    """One turn on one line: when, status, seconds, and what was said (or the error)."""
     import pandas as pd
 
-    with pd.option_context("display.max_rows", 200, "display.width", 160,
-                           "display.max_colwidth", 40):
-        print(df[["session", "turn", "started_at", "status", "transcript", "answer", "stt_s",
-                  "llm_s", "total_s"]].to_string(index=False))
-    return 0
+    when = "" if pd.isna(row.started_at) else row.started_at.strftime("%Y-%m-%d %H:%M:%S")
+    seconds = "" if pd.isna(row.total_s) else f"{row.total_s:.1f}s"
+    head = f"{row.session} #{row.turn}  {when}  {row.status:<5} {seconds:>6}  "
+    if row.status == "ok":
+        said = f"{row.transcript} -> {row.answer}"
+    else:
+        said = f"{row.error or ''}"
+    said = " ".join(str(said).split())
+    room = max(20, width - len(head))
+    return head + (said if len(said) <= room else said[:room - 1] + "\u2026")
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -209,8 +225,22 @@ def _sim(args: argparse.Namespace) -> int:
     return sim_main(args.rest)
 
 
+HOME_HELP = "data folder (default: VOICENB_HOME, else ./voicenb-data)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="voicenb", description=__doc__)
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `voicenb ... | head` closed the pipe: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voicenb", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("transcribe", help="transcribe audio files, one line each")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -220,28 +250,27 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_transcribe)
     p = sub.add_parser("ask", help="run a turn per audio file: transcribe, then ask the model")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--session", default="default")
-    p.add_argument("--home", default=None, help="data folder (default: VOICENB_HOME or "
-                                                 "./voicenb-data)")
+    p.add_argument("--session", default="default", help="session name (default: default)")
+    p.add_argument("--home", default=None, help=HOME_HELP)
     p.add_argument("-q", "--quiet", action="store_true", help="no stage messages")
     p.set_defaults(func=_ask)
     p = sub.add_parser("listen", help="real time: answer each turn as you speak")
     p.add_argument("--input", metavar="FILE", default=None,
                    help="stream this audio file at real-time pace instead of the microphone")
     p.add_argument("--device", type=int, default=None, help="microphone device number")
-    p.add_argument("--session", default="listen")
-    p.add_argument("--home", default=None)
+    p.add_argument("--session", default="listen", help="session name (default: listen)")
+    p.add_argument("--home", default=None, help=HOME_HELP)
     p.set_defaults(func=_listen)
     p = sub.add_parser("history", help="print the history, or export it with --csv")
-    p.add_argument("--session", default=None)
-    p.add_argument("--home", default=None)
-    p.add_argument("--csv", metavar="PATH", default=None)
+    p.add_argument("--session", default=None, help="only this session (default: all)")
+    p.add_argument("--home", default=None, help=HOME_HELP)
+    p.add_argument("--csv", metavar="PATH", default=None,
+                   help="write every column to this CSV file instead of printing")
     p.set_defaults(func=_history)
     p = sub.add_parser("sim", help="run the local service simulators (python -m voicenb.sim)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m voicenb.sim")
     p.set_defaults(func=_sim)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
 
 
 if __name__ == "__main__":

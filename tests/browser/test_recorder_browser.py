@@ -1,8 +1,9 @@
-"""The recorder in real Chromium, in JupyterLab 4 and Notebook 7, with a fake microphone.
+"""The recorder in real Chromium, in JupyterLab 4 and Notebook 7, with a fake microphone,
+with both engines (anywidget PCM streaming, and ipywebrtc).
 
-Chromium plays tests/data/question.wav as the microphone. The simulators hear the recorded
-WebM (not in their registry) as ``TRANSCRIPT``, which carries an HTML payload that must be
-shown as text and never run. On failure a screenshot and the Jupyter log are kept under
+Chromium plays tests/data/question.wav as the microphone. The simulators hear the recording
+(not in their registry) as ``TRANSCRIPT``, which carries an HTML payload that must be shown as
+text and never run. On failure a screenshot and the Jupyter log are kept under
 test-artifacts/ and named in the failure message.
 """
 
@@ -25,7 +26,7 @@ MIC = ROOT / "tests" / "data" / "question.wav"
 TRANSCRIPT = 'What is the capital of France? <img src=x onerror="window.__xss=1">'
 CELL = ("import voicenb as vnb\n"
         "s = vnb.Session('browser')\n"
-        "rec = s.recorder()\n"
+        "rec = s.recorder(engine={engine!r})\n"
         "rec")
 
 pytestmark = pytest.mark.skipif(
@@ -33,13 +34,13 @@ pytestmark = pytest.mark.skipif(
     reason="Debian's chromium is not installed (.ci/run installs it; CI never skips)")
 
 
-@pytest.fixture
-def stack(tmp_path):
+@pytest.fixture(params=["anywidget", "ipywebrtc"])
+def stack(tmp_path, request):
     """Simulators, a Jupyter server whose kernels point at them, and Chromium."""
     home = tmp_path / "home"
     with vnb.sim.running(unknown_text=TRANSCRIPT) as sim:
         env = {**os.environ, "VOICENB_HOME": str(home)}
-        harness.write_notebook(tmp_path / "rec.ipynb", [CELL])
+        harness.write_notebook(tmp_path / "rec.ipynb", [CELL.format(engine=request.param)])
         log = tmp_path / "jupyter.log"
         jupyter = harness.Jupyter(tmp_path, env, log)
         try:
@@ -59,14 +60,16 @@ def _record_a_turn(page, url: str, name: str, log: Path) -> dict:
         time.sleep(2)  # let the kernel connect
         page.click(".jp-Cell .jp-InputArea-editor")
         page.keyboard.press("Shift+Enter")
-        page.wait_for_selector(".voicenb-record", timeout=90_000)
+        page.wait_for_selector("button.voicenb-record", timeout=90_000)
         page.wait_for_selector(".voicenb-status[data-state=idle]", timeout=30_000)
-        page.click(".voicenb-record")
+        page.click("button.voicenb-record")
         page.wait_for_selector(".voicenb-status[data-state=recording]", timeout=30_000)
         time.sleep(3)
-        page.click(".voicenb-record")
+        page.click("button.voicenb-record")
         stopped = time.monotonic()
-        page.wait_for_selector(".voicenb-answer", timeout=90_000)
+        page.wait_for_function(
+            "document.querySelector('.voicenb-answer').textContent.startsWith('GPT: ')",
+            timeout=90_000)
         first_answer = time.monotonic() - stopped
         page.wait_for_selector(".voicenb-status[data-state=ok]", timeout=90_000)
         return {
@@ -76,6 +79,9 @@ def _record_a_turn(page, url: str, name: str, log: Path) -> dict:
             "xss": page.evaluate("window.__xss"),
             "images": page.locator(".voicenb-recorder img").count(),
             "status": page.inner_text(".voicenb-status"),
+            # what a person sees to press or play: our button alone, no player
+            "controls": page.locator(".jp-OutputArea button:visible, .jp-OutputArea "
+                                     "audio:visible, .jp-OutputArea video:visible").count(),
         }
     except Exception as exc:
         ARTIFACTS.mkdir(exist_ok=True)
@@ -95,8 +101,9 @@ def _check(seen: dict, home: Path) -> None:
     df = vnb.load_history(str(home))
     assert df["status"].tolist() == ["ok"]
     assert df["transcript"].tolist() == [TRANSCRIPT]
-    assert df["audio_path"].iloc[0].endswith(".webm")
-    assert (home / df["audio_path"].iloc[0]).stat().st_size > 1000
+    assert df["audio_path"].iloc[0].endswith((".webm", ".wav"))
+    assert Path(df["audio_path"].iloc[0]).stat().st_size > 1000
+    assert seen["controls"] == 2, "our Record button and the turn's play button, nothing else"
     print(f"stop -> first answer text on the page: {seen['first_answer_s']:.2f} s")
 
 
@@ -107,7 +114,8 @@ def test_recorder_in_jupyterlab(stack):
     _check(seen, home)
     assert sim.stats["uploads"] == 1 and sim.stats["chat_completions"] == 1
     ARTIFACTS.mkdir(exist_ok=True)
-    page.locator(".jp-Cell").first.screenshot(path=str(ARTIFACTS / "recorder.png"))
+    engine = "webrtc" if page.locator(".widget-toggle-button").count() else "anywidget"
+    page.locator(".jp-Cell").first.screenshot(path=str(ARTIFACTS / f"recorder-{engine}.png"))
 
 
 def test_recorder_in_notebook7(stack):

@@ -28,16 +28,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="answer tokens per second (default 200)")
     parser.add_argument("--fault-rate", type=float, default=0.0,
                         help="fraction of requests that fail at random (default 0)")
+    parser.add_argument("--no-hear", dest="hear", action="store_false",
+                        help="give audio it does not know a placeholder transcript instead "
+                             "of transcribing it on this machine (pocketsphinx/faster-whisper)")
     args = parser.parse_args(argv)
     sim = Simulator(host=args.host, port=args.port, processing_fixed=args.processing_fixed,
                     processing_factor=args.processing_factor, concurrency=args.concurrency,
                     upload_bandwidth=args.upload_bandwidth, ttft=args.ttft,
-                    token_rate=args.token_rate, fault_rate=args.fault_rate).start()
-    print(f"voicenb simulators listening on {sim.url} (simulated answers, no real service).")
-    print("Point voicenb or the vendors' SDKs at them with:")
-    for name, value in sim.env().items():
-        print(f"  export {name}={value}")
-    sys.stdout.flush()
+                    token_rate=args.token_rate, fault_rate=args.fault_rate,
+                    hear=args.hear).start()
+    # One line a shell can eval, first, on stdout; the words for people on stderr.
+    print("export " + " ".join(f"{name}={value}" for name, value in sim.env().items()),
+          flush=True)
+    print(f"voicenb simulators listening on {sim.url} (simulated answers, no real service).\n"
+          "Point voicenb or the vendors' SDKs at them with the line above, e.g.\n"
+          "  python -m voicenb.sim > sim.env &  then  eval \"$(head -n 1 sim.env)\"",
+          file=sys.stderr, flush=True)
     try:
         while True:
             time.sleep(3600)

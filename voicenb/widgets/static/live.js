@@ -26,9 +26,8 @@ function render({ model, el }) {
     status.textContent = model.get("status");
     status.dataset.state = model.get("state");
     partial.textContent = model.get("partial");
-    const said = model.get("transcript"), reply = model.get("answer");
-    transcript.textContent = said ? "You: " + said : "";
-    answer.textContent = reply ? "GPT: " + reply : "";
+    labelled(transcript, "You: ", model.get("transcript"));
+    labelled(answer, "GPT: ", model.get("answer"));
     button.textContent = capture ? "Stop" : "Start listening";
     button.setAttribute("aria-label", capture ? "Stop" : "Start listening");
     renderTurns(turns, model);

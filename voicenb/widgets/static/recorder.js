@@ -22,7 +22,9 @@ function render({ model, el }) {
   const answer = document.createElement("div");
   answer.className = "voicenb-answer";
   answer.style.whiteSpace = "pre-wrap";
+  transcript.style.marginTop = answer.style.marginTop = "0.4em";
   const turns = document.createElement("div");
+  turns.style.marginTop = "0.6em";
   el.append(row, transcript, answer, turns);
 
   let capture = null, starting = false, local = null, since = performance.now(), shown = "";
@@ -49,9 +51,8 @@ function render({ model, el }) {
     button.title = recording ? "Stop: your question becomes a turn" : "Record a question";
     button.disabled = !model.get("capture") || (local === "stopping");
     button.style.display = model.get("capture") ? "" : "none";
-    const said = model.get("transcript"), reply = model.get("answer");
-    transcript.textContent = said ? "You: " + said : "";
-    answer.textContent = reply ? "GPT: " + reply : "";
+    labelled(transcript, "You: ", model.get("transcript"));
+    labelled(answer, "GPT: ", model.get("answer"));
     renderTurns(turns, model);
     paint();
   }

@@ -1,6 +1,15 @@
 // The last turns as a table, each with a play button that asks the kernel for that turn's
 // audio (played only when pressed). Text goes in with textContent: never markup.
 
+// "You: <text>" with the label in bold; the text is text, never markup.
+function labelled(box, label, text) {
+  box.replaceChildren();
+  if (!text) return;
+  const b = document.createElement("b");
+  b.textContent = label;
+  box.append(b, document.createTextNode(text));
+}
+
 function renderTurns(box, model) {
   const rows = model.get("turns") || [];
   box.replaceChildren();
@@ -8,10 +17,13 @@ function renderTurns(box, model) {
   const table = document.createElement("table");
   table.className = "voicenb-turns";
   table.style.fontSize = "90%";
+  table.style.borderCollapse = "collapse";
   const head = table.insertRow();
   for (const name of ["#", "", "status", "you said", "answer", "time"]) {
     const th = document.createElement("th");
     th.textContent = name;
+    th.style.textAlign = "left";
+    th.style.padding = "0 0.5em";
     head.appendChild(th);
   }
   for (const row of rows) {
@@ -28,6 +40,7 @@ function renderTurns(box, model) {
     tr.insertCell().textContent = row.said || "";
     tr.insertCell().textContent = row.answer || "";
     tr.insertCell().textContent = row.seconds == null ? "" : row.seconds.toFixed(1) + " s";
+    for (const td of tr.cells) { td.style.padding = "0.1em 0.5em"; td.style.verticalAlign = "top"; }
   }
   box.appendChild(table);
 }
