@@ -109,6 +109,7 @@ def test_batch_builds_the_table_of_all_twelve(workdir):
 
 def test_history_analyses_every_session_and_exports(workdir):
     _run(workdir / "demo.ipynb", workdir)
+    _run(workdir / "batch.ipynb", workdir)  # its turns are session turns too
     nb, _ = _run(workdir / "history.ipynb", workdir)
-    assert "turns in 1 sessions" in _text(nb)
+    assert "13 turns in 2 sessions" in _text(nb)
     assert (workdir / "history-export.csv").exists()
