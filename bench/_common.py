@@ -30,20 +30,17 @@ def clips(folder: Path, n: int) -> list[Path]:
 def sim_process(**knobs: object) -> Iterator[dict[str, str]]:
     """``python -m voicenb.sim`` in its own process (a real service is not in your process
     either); sets its variables in os.environ for the block and yields them."""
-    args = [sys.executable, "-m", "voicenb.sim", "--port", "0"]
+    from voicenb.sim.__main__ import env_from_line
+
+    # --no-hear: unknown clips get the placeholder at once, as they always have here
+    args = [sys.executable, "-m", "voicenb.sim", "--port", "0", "--no-hear"]
     for name, value in knobs.items():
         if value is not None:
             args += [f"--{name.replace('_', '-')}", str(value)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    env: dict[str, str] = {}
     saved = dict(os.environ)
     try:
-        for line in proc.stdout:
-            if line.startswith("  export "):
-                name, _, value = line.strip()[len("export "):].partition("=")
-                env[name] = value
-            if len(env) == 5:
-                break
+        env = env_from_line(proc.stdout.readline())
         os.environ.update(env)
         yield env
     finally:

@@ -9,15 +9,15 @@ import sys
 
 import pytest
 
+from voicenb.sim.__main__ import env_from_line
+
 
 @pytest.fixture
 def sim_process():
     proc = subprocess.Popen([sys.executable, "-m", "voicenb.sim", "--port", "0"],
                             stdout=subprocess.PIPE, text=True)
     try:
-        first = proc.stdout.readline()  # one line a shell can eval
-        assert first.startswith("export ")
-        env = dict(pair.split("=", 1) for pair in first.split()[1:])
+        env = env_from_line(proc.stdout.readline())  # one line a shell can eval
         assert len(env) == 5
         yield env
     finally:

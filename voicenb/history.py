@@ -308,16 +308,16 @@ class HistoryStore:
             rows = cursor.fetchall()
         df = to_frame([self._as_read(row) for row in rows])
         saved = df["audio_sha256"].notna() & df["audio_path"].notna()
-        df.loc[saved, "audio_path"] = [str(self.home.resolve() / p)
-                                       for p in df.loc[saved, "audio_path"]]
+        df.loc[saved, "audio_path"] = str(self.home.resolve()) + os.sep + df.loc[saved, "audio_path"]
         return df
 
     def _as_read(self, row: tuple, now: float | None = None) -> tuple:
         """A row as a reader should see it (without its owner columns)."""
+        if row[_STATUS] not in STAGES:
+            return row[:-2]
         *values, owner, updated_at = row
-        status, error = values[_STATUS], values[_ERROR]
-        if status in STAGES and self._stopped(owner, updated_at, now or time.time()):
-            values[_STATUS], values[_ERROR] = "interrupted", error or INTERRUPTED
+        if self._stopped(owner, updated_at, now or time.time()):
+            values[_STATUS], values[_ERROR] = "interrupted", values[_ERROR] or INTERRUPTED
         return tuple(values)
 
 

@@ -9,6 +9,14 @@ import time
 from . import Simulator
 
 
+def env_from_line(line: str) -> dict[str, str]:
+    """The variables of the first line ``python -m voicenb.sim`` prints
+    (``export NAME=value NAME=value ...``)."""
+    if not line.startswith("export "):
+        raise ValueError(f"not the simulator's export line: {line[:80]!r}")
+    return dict(pair.split("=", 1) for pair in line.split()[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m voicenb.sim",
                                      description="Run voicenb's local service simulators.")

@@ -114,3 +114,18 @@ async function startCapture(onChunk) {
     },
   };
 }
+
+// Capture straight to the kernel: "start" (with the rate), then "audio" messages of ~100 ms
+// of PCM each. Resolves to the capture, or to null after telling the kernel why the
+// microphone is unavailable ("error").
+async function captureToKernel(model) {
+  try {
+    const capture = await startCapture(
+      (chunk) => model.send({ type: "audio" }, undefined, [chunk.buffer]));
+    model.send({ type: "start", rate: capture.rate });
+    return capture;
+  } catch (err) {
+    model.send({ type: "error", message: err.message });
+    return null;
+  }
+}

@@ -39,15 +39,10 @@ function render({ model, el }) {
 
   async function start() {
     starting = true;
-    try {
-      capture = await startCapture((chunk) => model.send({ type: "audio" }, undefined, [chunk.buffer]));
-      model.send({ type: "start", rate: capture.rate });
-    } catch (err) {
-      model.send({ type: "error", message: err.message });
-    } finally {
-      starting = false;
-      show();
-    }
+    show();
+    capture = await captureToKernel(model);
+    starting = false;
+    show();
   }
 
   function stop() {

@@ -68,15 +68,9 @@ function render({ model, el }) {
   async function start() {
     starting = true;
     show();
-    try {
-      capture = await startCapture((chunk) => model.send({ type: "audio" }, undefined, [chunk.buffer]));
-      model.send({ type: "start", rate: capture.rate });
-    } catch (err) {
-      model.send({ type: "error", message: err.message });
-    } finally {
-      starting = false;
-      show();
-    }
+    capture = await captureToKernel(model);
+    starting = false;
+    show();
   }
 
   function stop() {
