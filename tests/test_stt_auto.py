@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 
+from pathlib import Path
+
 import pytest
 
 import voicenb as vnb
@@ -131,4 +133,4 @@ def test_session_auto_with_nothing_available_records_the_failed_turn(engines, sa
         s.ask_audio(sample)
     row = s.history.iloc[0]
     assert row["status"] == "error" and "pip install 'voicenb[sphinx]'" in row["error"]
-    assert row["audio_path"].startswith("audio/")  # the audio is kept for a retry
+    assert Path(row["audio_path"]).is_file()  # the audio is kept for a retry

@@ -308,7 +308,8 @@ class HistoryStore:
             rows = cursor.fetchall()
         df = to_frame([self._as_read(row) for row in rows])
         saved = df["audio_sha256"].notna() & df["audio_path"].notna()
-        df.loc[saved, "audio_path"] = str(self.home.resolve()) + os.sep + df.loc[saved, "audio_path"]
+        home = str(self.home.resolve()) + os.sep
+        df.loc[saved, "audio_path"] = home + df.loc[saved, "audio_path"]
         return df
 
     def _as_read(self, row: tuple, now: float | None = None) -> tuple:
