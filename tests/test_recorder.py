@@ -96,8 +96,27 @@ def test_a_failed_turn_shows_the_error_and_the_widget_goes_on(session, sample, m
 def test_no_microphone_is_explained_in_words(session):
     rec = session.recorder()
     rec._on_msg(rec, {"type": "error", "message": "the microphone was refused"}, [])
-    assert rec.state == "nomic"
+    assert rec.state == "nomic" and not rec.kernel_mic
     assert "the microphone was refused" in rec.status and "submit" in rec.status
+
+
+def _has_microphone_library() -> bool:
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(_has_microphone_library(), reason="sounddevice works here: the page's "
+                    "Record button would use this machine's microphone")
+def test_a_local_page_without_a_microphone_says_how_to_record_through_python(session):
+    rec = session.recorder()
+    why = "this front end gives widgets no microphone"
+    rec._on_msg(rec, {"type": "error", "message": why, "local": True}, [])
+    assert rec.state == "nomic" and not rec.kernel_mic
+    assert why in rec.status and "this computer's microphone" in rec.status
+    assert "pip install 'voicenb[mic]'" in rec.status or "PortAudio" in rec.status
 
 
 def test_the_ipywebrtc_engine_records_through_our_button_only(session, sample, encode):

@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from ._errors import VoicenbError
+from ._mic import microphone
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -77,7 +78,7 @@ def _listen(args: argparse.Namespace) -> int:
     try:
         session = Session(args.session, home=args.home)
         session.chat  # set up the model client now, not after the first turn
-        mic = None if args.input else _microphone(args.device)
+        mic = None if args.input else microphone(args.device)
         if args.input:
             from .audio import Audio
 
@@ -147,40 +148,6 @@ def _answer_each(session: Any, turns: Any, finished: Any) -> None:
                              transcript_id=f"{turn.session_id}:{turn.turn_order}")
         except VoicenbError as exc:
             print(f"\nERROR: {exc}", flush=True)
-
-
-class _Microphone:
-    def __init__(self, sd: object, device: int | None) -> None:
-        self._sd, self._device, self._stream = sd, device, None
-
-    def start(self, callback) -> None:
-        def on_audio(indata, frames, when, status) -> None:  # noqa: ARG001
-            callback(bytes(indata))
-
-        self._stream = self._sd.RawInputStream(samplerate=16000, channels=1, dtype="int16",
-                                               blocksize=1600, device=self._device,
-                                               callback=on_audio)
-        self._stream.start()
-
-    def stop(self) -> None:
-        if self._stream is not None:
-            self._stream.stop()
-            self._stream.close()
-
-
-def _microphone(device: int | None) -> _Microphone:
-    from ._errors import ConfigError, MissingDependencyError
-
-    try:
-        import sounddevice as sd
-    except ImportError:
-        raise MissingDependencyError("sounddevice", "mic", "Listening to the microphone") \
-            from None
-    except OSError as exc:  # the package is there but PortAudio is not
-        raise ConfigError(f"The microphone needs the PortAudio library ({exc}). Install it "
-                          "(Debian/Ubuntu: apt-get install libportaudio2) or use "
-                          "--input FILE.") from None
-    return _Microphone(sd, device)
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -74,13 +74,18 @@ def write_notebook(path: Path, cells: list[str]) -> None:
 
 
 @contextmanager
-def chromium(fake_audio: Path) -> Iterator:
+def chromium(fake_audio: Path, *, allow_microphone: bool = True) -> Iterator:
+    """Chromium whose microphone plays ``fake_audio``; with ``allow_microphone=False`` the
+    page asks and is refused, as when a person clicks Block."""
     from playwright.sync_api import sync_playwright
 
+    flags = FLAGS if allow_microphone else [
+        f for f in FLAGS if f != "--use-fake-ui-for-media-stream"] + [
+        "--deny-permission-prompts"]
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM, headless=True,
-            args=[*FLAGS, f"--use-file-for-fake-audio-capture={fake_audio}"])
+            args=[*flags, f"--use-file-for-fake-audio-capture={fake_audio}"])
         try:
             yield browser
         finally:

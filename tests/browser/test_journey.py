@@ -132,3 +132,27 @@ def test_the_newcomers_journey(demo, front_end):
     page.locator(".voicenb-recorder").first.screenshot(
         path=str(ARTIFACTS / f"recorder-{front_end}.png"))
     _check(seen, home, front_end)
+
+
+def test_a_refused_microphone_is_explained_in_the_page(tmp_path):
+    harness.write_notebook(tmp_path / "rec.ipynb", [
+        "import voicenb as vnb\nrec = vnb.Session('nomic').recorder()\nrec"])
+    log = tmp_path / "jupyter.log"
+    jupyter = harness.Jupyter(tmp_path, {**os.environ, "VOICENB_HOME": str(tmp_path / "h")},
+                              log)
+    try:
+        with harness.chromium(MIC, allow_microphone=False) as browser:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            try:
+                page.goto(jupyter.lab("rec.ipynb"))
+                _run_all(page)
+                page.click(".voicenb-recorder button[aria-label=Record]", timeout=90_000)
+                page.wait_for_selector(".voicenb-status[data-state=nomic]", timeout=30_000)
+                status = page.inner_text(".voicenb-status")
+                _shoot(page, "nomic", log)
+            except Exception as exc:
+                _shoot(page, "nomic", log, exc)
+    finally:
+        jupyter.stop()
+    assert status.startswith("no microphone in this page: the microphone was refused")
+    assert "site settings" in status and "submit" in status

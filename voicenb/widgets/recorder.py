@@ -96,6 +96,8 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
     turns = traitlets.List(traitlets.Dict()).tag(sync=True)
     #: whether the page records (False when another engine supplies the audio)
     capture = traitlets.Bool(True).tag(sync=True)
+    #: the page has no microphone, so Record uses the kernel's machine's (sounddevice)
+    kernel_mic = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, session: Session, *, show_turns: int = 5, capture: bool = True,
                  idle_timeout: float = 60.0, **kwargs: Any) -> None:
@@ -103,6 +105,7 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
         self.session = session
         self.show_turns = show_turns
         self._pcm: bytearray | None = None  # the recording in progress
+        self._mic: Any = None  # this machine's microphone, when the page has none
         self._lock = threading.Lock()
         # Recordings become turns one at a time, in order, on a thread that leaves when idle.
         self._worker = Worker(self._run_turn, name="voicenb-recorder",
@@ -175,9 +178,32 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
             self.end()
         elif kind == "play":
             self._play(content.get("turn", 0))
+        elif kind == "kernel-start":
+            self.begin()
+            self._mic.start(self.feed)
+        elif kind == "kernel-stop":
+            self._mic.stop()
+            self.end()
         elif kind == "error":
-            self._set("nomic", f"no microphone: {content.get('message')}. You can still "
-                               "ask from Python: recorder.submit('question.wav').")
+            self._no_microphone(str(content.get("message")), bool(content.get("local")))
+
+    def _no_microphone(self, why: str, local: bool) -> None:
+        """The page cannot record: say why, and offer this machine's microphone when the
+        page comes from this machine and sounddevice can open it."""
+        from .._mic import microphone
+
+        ask = "ask from Python: recorder.submit('question.wav')"
+        fallback = f"You can still {ask}."
+        if local:
+            try:
+                self._mic = microphone()
+            except VoicenbError as exc:
+                fallback = (f"To use this computer's microphone through Python: "
+                            f"{str(exc).rstrip('.')}. Or {ask}.")
+            else:
+                self.kernel_mic = True
+                fallback = "Press Record to record with this computer's microphone instead."
+        self._set("nomic", f"no microphone in this page: {why}. {fallback}")
 
     # -- one turn, on the worker's thread ------------------------------------------------------
 

@@ -125,7 +125,15 @@ async function captureToKernel(model) {
     model.send({ type: "start", rate: capture.rate });
     return capture;
   } catch (err) {
-    model.send({ type: "error", message: err.message });
+    model.send({ type: "error", message: err.message, local: pageIsLocal() });
     return null;
   }
+}
+
+// Whether this page comes from this computer (so the kernel most likely runs here too, and
+// can use the microphone itself).
+function pageIsLocal() {
+  const host = window.location.hostname;
+  return ["localhost", "127.0.0.1", "[::1]", "::1", ""].includes(host) ||
+    window.location.protocol.startsWith("vscode");
 }

@@ -9,13 +9,16 @@ function render({ model, el }) {
   el.classList.add("voicenb-recorder");
   const row = document.createElement("div");
   row.style.display = "flex";
-  row.style.alignItems = "center";
+  row.style.alignItems = "flex-start";
   row.style.gap = "0.75em";
   const button = document.createElement("button");
   button.className = "voicenb-record jupyter-button";
+  button.style.flex = "none";
+  button.style.width = "auto";
   const status = document.createElement("span");
   status.className = "voicenb-status";
   status.setAttribute("role", "status");
+  status.style.flex = "1";
   row.append(button, status);
   const transcript = document.createElement("div");
   transcript.className = "voicenb-transcript";
@@ -45,7 +48,9 @@ function render({ model, el }) {
   function show() {
     const s = state();
     if (s !== shown) { shown = s; since = performance.now(); }
-    const recording = capture !== null || starting;
+    const kernelMic = model.get("kernel_mic");
+    const recording = capture !== null || starting ||
+      (kernelMic && model.get("state") === "recording" && local !== "stopping");
     button.textContent = recording ? "\u25A0 Stop" : "\u25CF Record";
     button.setAttribute("aria-label", recording ? "Stop" : "Record");
     button.title = recording ? "Stop: your question becomes a turn" : "Record a question";
@@ -56,7 +61,7 @@ function render({ model, el }) {
     renderTurns(turns, model);
     paint();
   }
-  for (const name of ["status", "state", "transcript", "answer", "turns", "capture"]) {
+  for (const name of ["status", "state", "transcript", "answer", "turns", "capture", "kernel_mic"]) {
     model.on("change:" + name, () => {
       if (name === "state" && local === "stopping") local = null; // the kernel has it
       show();
@@ -82,7 +87,23 @@ function render({ model, el }) {
     show();
   }
 
-  button.onclick = () => { if (!starting) (capture ? stop() : start()); };
+  function toggleKernelMic() {
+    // The kernel records from its own microphone; the page only says when.
+    if (model.get("state") === "recording") {
+      local = "stopping";
+      model.send({ type: "kernel-stop" });
+    } else {
+      model.send({ type: "kernel-start" });
+    }
+    show();
+  }
+
+  button.onclick = () => {
+    if (starting) return;
+    if (model.get("kernel_mic")) toggleKernelMic();
+    else if (capture) stop();
+    else start();
+  };
   show();
   return () => { clearInterval(ticker); if (capture) stop(); };
 }
