@@ -137,3 +137,22 @@ function pageIsLocal() {
   return ["localhost", "127.0.0.1", "[::1]", "::1", ""].includes(host) ||
     window.location.protocol.startsWith("vscode");
 }
+
+// A widget's microphone: start() captures to the kernel (calling changed() as it starts and
+// once it runs or failed), stop() releases it; `on` and `starting` say where it is.
+function kernelMicrophone(model, changed) {
+  const mic = { capture: null, starting: false };
+  mic.on = () => mic.capture !== null;
+  mic.start = async () => {
+    mic.starting = true;
+    changed();
+    mic.capture = await captureToKernel(model);
+    mic.starting = false;
+    changed();
+  };
+  mic.stop = () => {
+    if (mic.capture) mic.capture.stop();
+    mic.capture = null;
+  };
+  return mic;
+}

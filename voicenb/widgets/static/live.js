@@ -20,7 +20,6 @@ function render({ model, el }) {
   turns.className = "voicenb-live-turns";
   el.append(button, status, partial, transcript, answer, turns);
 
-  let capture = null, starting = false;
 
   function show() {
     status.textContent = model.get("status");
@@ -28,33 +27,25 @@ function render({ model, el }) {
     partial.textContent = model.get("partial");
     labelled(transcript, "You: ", model.get("transcript"));
     labelled(answer, "GPT: ", model.get("answer"));
-    button.textContent = capture ? "Stop" : "Start listening";
-    button.setAttribute("aria-label", capture ? "Stop" : "Start listening");
+    button.textContent = mic.on() ? "Stop" : "Start listening";
+    button.setAttribute("aria-label", mic.on() ? "Stop" : "Start listening");
     renderTurns(turns, model);
   }
   for (const name of ["status", "state", "partial", "transcript", "answer", "turns"]) {
     model.on("change:" + name, show);
   }
   listenForAudio(model);
-
-  async function start() {
-    starting = true;
-    show();
-    capture = await captureToKernel(model);
-    starting = false;
-    show();
-  }
+  const mic = kernelMicrophone(model, () => show());
 
   function stop() {
-    if (capture) capture.stop();
-    capture = null;
+    mic.stop();
     model.send({ type: "stop" });
     show();
   }
 
-  button.onclick = () => (starting ? null : capture ? stop() : start());
+  button.onclick = () => (mic.starting ? null : mic.on() ? stop() : mic.start());
   show();
-  return () => { if (capture) stop(); };
+  return () => { if (mic.on()) stop(); };
 }
 
 export default { render };

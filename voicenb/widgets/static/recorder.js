@@ -30,7 +30,7 @@ function render({ model, el }) {
   turns.style.marginTop = "0.6em";
   el.append(row, transcript, answer, turns);
 
-  let capture = null, starting = false, local = null, since = performance.now(), shown = "";
+  let local = null, since = performance.now(), shown = "";
 
   function state() {
     return local || model.get("state");
@@ -49,7 +49,7 @@ function render({ model, el }) {
     const s = state();
     if (s !== shown) { shown = s; since = performance.now(); }
     const kernelMic = model.get("kernel_mic");
-    const recording = capture !== null || starting ||
+    const recording = mic.on() || mic.starting ||
       (kernelMic && model.get("state") === "recording" && local !== "stopping");
     button.textContent = recording ? "\u25A0 Stop" : "\u25CF Record";
     button.setAttribute("aria-label", recording ? "Stop" : "Record");
@@ -68,20 +68,12 @@ function render({ model, el }) {
     });
   }
   listenForAudio(model);
+  const mic = kernelMicrophone(model, () => show());
   const ticker = setInterval(paint, 100);
 
-  async function start() {
-    starting = true;
-    show();
-    capture = await captureToKernel(model);
-    starting = false;
-    show();
-  }
-
   function stop() {
-    if (!capture) return;
-    capture.stop();
-    capture = null;
+    if (!mic.on()) return;
+    mic.stop();
     local = "stopping";
     model.send({ type: "stop" });
     show();
@@ -99,13 +91,13 @@ function render({ model, el }) {
   }
 
   button.onclick = () => {
-    if (starting) return;
+    if (mic.starting) return;
     if (model.get("kernel_mic")) toggleKernelMic();
-    else if (capture) stop();
-    else start();
+    else if (mic.on()) stop();
+    else mic.start();
   };
   show();
-  return () => { clearInterval(ticker); if (capture) stop(); };
+  return () => { clearInterval(ticker); if (mic.on()) stop(); };
 }
 
 export default { render };
