@@ -122,3 +122,11 @@ def test_openai_sdk_wrong_key_is_refused(sim):
 def test_openai_sdk_unknown_model_is_not_found(oai):
     with pytest.raises(openai.NotFoundError):
         oai.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+
+
+def test_sdk_lists_transcripts_newest_first(sdk, samples):
+    done = [sdk.Transcriber().transcribe(str(p)) for p in samples[:2]]
+    listed = sdk.Transcriber().list_transcripts()  # parsed by the SDK's own models
+    assert [t.id for t in listed.transcripts] == [t.id for t in reversed(done)]
+    assert listed.transcripts[0].audio_url == done[1].audio_url
+    assert listed.page_details.result_count == 2

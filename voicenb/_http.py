@@ -31,14 +31,17 @@ log = logging.getLogger("voicenb")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-def make_retry(settings: Settings) -> Retry:
+def make_retry(settings: Settings, *, every_method: bool = True) -> Retry:
+    """``every_method=False``: a POST is retried only when it never reached the service (a
+    connection that did not open); after a read error or a 5xx the work may have been done,
+    so the caller decides (see ``AssemblyAI.submit``)."""
     return Retry(
         total=settings.max_retries,
         connect=settings.max_retries,
         read=settings.max_retries,
         status=settings.max_retries,
         other=0,
-        allowed_methods=None,  # POST too: the simulated and real faults fail before the work
+        allowed_methods=None if every_method else Retry.DEFAULT_ALLOWED_METHODS,
         status_forcelist=RETRY_STATUSES,
         backoff_factor=settings.backoff,
         backoff_jitter=settings.backoff / 2,
@@ -102,14 +105,22 @@ class HttpClient:
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # For requests that create something billed: no blind retry once it was sent.
+        self.once = requests.Session()
+        self.once.auth, self.once.headers = self.session.auth, self.session.headers
+        once = HTTPAdapter(max_retries=make_retry(settings, every_method=False),
+                           pool_connections=2, pool_maxsize=pool_size)
+        self.once.mount("http://", once)
+        self.once.mount("https://", once)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send a request and return the decoded JSON body, or raise a ServiceError."""
+    def request(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> Any:
+        """Send a request and return the decoded JSON body, or raise a ServiceError.
+        ``retry=False``: once it was sent, it is not sent again (see :func:`make_retry`)."""
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
         kwargs.setdefault("timeout", self.timeout)
         what = f"{self.service} {method} {path}"
         try:
-            response = self.session.request(method, url, **kwargs)
+            response = (self.session if retry else self.once).request(method, url, **kwargs)
         except requests.exceptions.Timeout:
             raise ServiceTimeoutError(
                 f"{what} timed out after retries (timeouts: connect {self.timeout[0]} s, read "
@@ -160,6 +171,7 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
+        self.once.close()
 
 
 def field(data: Any, name: str, service: str) -> Any:

@@ -39,6 +39,7 @@ class Job:
     finished: float | None = None
     polls: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)  # wall clock, for the list
 
     def status(self, now: float) -> str:
         if self.started is None:
@@ -79,6 +80,7 @@ class AssemblyAIService:
         self._dir = tempfile.TemporaryDirectory(prefix="voicenb-sim-")
         app.route("POST", "/v2/upload", self.upload)
         app.route("POST", "/v2/transcript", self.create)
+        app.route("GET", "/v2/transcript/?", self.list)
         app.route("GET", "/v2/transcript/(?P<tid>[^/]+)", self.get)
         app.route("GET", "/cdn/upload/(?P<uid>[^/]+)", self.download)
         app.route("GET", "/sim/jobs", self.job_log)
@@ -204,6 +206,38 @@ class AssemblyAIService:
             self.app.stats["transcripts"] += 1
         return Response(200, self._json(job, now))
 
+    def list(self, request: Request) -> Response:
+        """``GET /v2/transcript``: the newest transcripts first, as TranscriptListItems."""
+        if not self._authorized(request):
+            return error(401, AUTH_ERROR)
+        try:
+            limit = int(request.query.get("limit", "10"))
+        except ValueError:
+            return error(400, "limit must be an integer")
+        if not 1 <= limit <= 200:
+            return error(400, "limit must be between 1 and 200")
+        status = request.query.get("status")
+        now = time.monotonic()
+        with self.app.lock:
+            self._advance(now)
+            jobs = sorted(self.jobs.values(), key=lambda j: j.created_at, reverse=True)
+            items = [self._item(job, now) for job in jobs
+                     if status is None or job.status(now) == status][:limit]
+        url = f"{self.base_url}/v2/transcript?limit={limit}"
+        return Response(200, {"page_details": {"limit": limit, "result_count": len(items),
+                                               "current_url": url, "prev_url": None,
+                                               "next_url": None},
+                              "transcripts": items})
+
+    def _item(self, job: Job, now: float) -> dict[str, Any]:
+        status = job.status(now)
+        done = job.finished is not None and status in ("completed", "error")
+        return {"id": job.id, "resource_url": f"{self.base_url}/v2/transcript/{job.id}",
+                "status": status, "created": _iso(job.created_at),
+                "completed": _iso(job.created_at + (job.finished - job.created)) if done
+                else None,
+                "audio_url": job.audio_url, "error": job.error if status == "error" else None}
+
     def get(self, request: Request, tid: str) -> Response:
         if not self._authorized(request):
             return error(401, AUTH_ERROR)
@@ -290,6 +324,13 @@ class AssemblyAIService:
             "error": job.error if status == "error" else None,
             "simulated": True,
         }
+
+
+def _iso(wall: float) -> str:
+    """A time as the API writes it: ISO 8601 in UTC, without a zone suffix."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(wall, timezone.utc).replace(tzinfo=None).isoformat()
 
 
 def _words(text: str | None, audio_s: float | None) -> list[dict[str, Any]]:

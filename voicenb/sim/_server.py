@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 log = logging.getLogger("voicenb.sim")
 
@@ -66,6 +67,7 @@ class Request:
         self.path = path
         self.params = params
         self.headers = handler.headers
+        self.query: dict[str, str] = {}
         self._body_read = False
 
     def iter_body(self, chunk: int = 1 << 16) -> Iterator[bytes]:
@@ -198,6 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(error(404, f"Not found: {method} {path}"))
             return
         request = Request(self, method, path, match.groupdict())
+        request.query = {k: v[-1] for k, v in parse_qs(query).items()}
         fault = app.pick_fault(method, path)
         try:
             if fault is not None and fault.kind == "cut":

@@ -23,6 +23,7 @@ from .._config import Settings, resolve
 from .._errors import (
     AuthenticationError,
     ConfigError,
+    RateLimitError,
     ServiceError,
     ServiceTimeoutError,
     TranscriptionError,
@@ -37,6 +38,8 @@ DEFAULT_SPEECH_MODELS = ("universal-3-5-pro", "universal-2")
 TERMINAL_STATUSES = ("completed", "error")
 #: consecutive failed status checks tolerated while waiting
 MAX_POLL_FAILURES = 3
+#: how far the service's clock may be behind ours when matching a transcript we created
+SUBMIT_CLOCK_SKEW_S = 120.0
 #: Files at least this big show an upload progress bar.
 UPLOAD_PROGRESS_BYTES = 32 << 20
 
@@ -53,15 +56,33 @@ def upload(http: HttpClient, body: IO[bytes] | bytes) -> str:
 
 
 def submit(http: HttpClient, audio_url: str, **options: Any) -> dict[str, Any]:
-    """POST ``/v2/transcript``; ``options`` are passed through (``speech_models``, ...)."""
+    """POST ``/v2/transcript`` once (creating a transcript is billed: it is never re-sent
+    blindly); ``options`` are passed through (``speech_models``, ...)."""
     payload = {"audio_url": audio_url, **options}
     payload.setdefault("speech_models", list(DEFAULT_SPEECH_MODELS))
-    return http.request("POST", "/v2/transcript", json=payload)
+    return http.request("POST", "/v2/transcript", json=payload, retry=False)
+
+
+def recent(http: HttpClient, limit: int = 100) -> list[dict[str, Any]]:
+    """GET ``/v2/transcript``: the account's newest transcripts (TranscriptListItems)."""
+    data = http.request("GET", "/v2/transcript", params={"limit": limit})
+    return list(data.get("transcripts") or []) if isinstance(data, dict) else []
 
 
 def get(http: HttpClient, transcript_id: str) -> dict[str, Any]:
     """GET ``/v2/transcript/{id}``."""
     return http.request("GET", f"/v2/transcript/{transcript_id}")
+
+
+def _wall(created: Any) -> float:
+    """A list item's ``created`` (ISO 8601, UTC when it has no zone) as a Unix time."""
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 # -- polling --------------------------------------------------------------------------------
@@ -227,7 +248,42 @@ class AssemblyAI:
             return upload(self.http, fh)
 
     def submit(self, audio_url: str, **options: Any) -> dict[str, Any]:
-        return submit(self.http, audio_url, **options)
+        """Create a transcript, safely retried: after an answer that never arrived or a 5xx,
+        the transcript may exist already, so the account's newest transcripts are searched
+        for this ``audio_url`` before it is submitted again. Returns its JSON (or its
+        list item), with at least ``id``."""
+        since = time.time() - SUBMIT_CLOCK_SKEW_S
+        attempt = 0
+        while True:
+            try:
+                return submit(self.http, audio_url, **options)
+            except RateLimitError as exc:  # refused before any work: wait, send again
+                if attempt == self.settings.max_retries:
+                    raise
+                delay = exc.retry_after or self.settings.backoff * 2 ** attempt
+            except ServiceError as exc:  # 5xx, a dropped or timed-out answer: it may exist
+                if exc.status_code is not None and exc.status_code < 500:
+                    raise  # refused (a bad request, a wrong key): nothing was created
+                found = self._created(audio_url, since)
+                if found is not None:
+                    return found
+                if attempt == self.settings.max_retries:
+                    raise
+                delay = self.settings.backoff * 2 ** attempt
+            time.sleep(min(delay, self.settings.max_retry_after))
+            attempt += 1
+
+    def _created(self, audio_url: str, since: float) -> dict[str, Any] | None:
+        """The transcript an unanswered POST created for ``audio_url``, if any."""
+        try:
+            items = recent(self.http)
+        except ServiceError:
+            return None  # can't tell: submitting again is the lesser harm
+        for item in items:  # newest first
+            if (item.get("audio_url") == audio_url and item.get("status") != "error"
+                    and _wall(item.get("created")) >= since):
+                return item
+        return None
 
     def get(self, transcript_id: str) -> dict[str, Any]:
         return get(self.http, transcript_id)
