@@ -122,8 +122,10 @@ def test_no_clip_was_uploaded_again_after_an_upload_that_succeeded(soak):
 
 
 def test_no_transcript_that_completed_was_paid_for_again(soak):
+    # Not even one whose creation's answer a "cut" fault kept from the client: it is found
+    # among the account's transcripts instead of being submitted again.
     for row in soak.after.itertuples():
-        assert soak.ledger[row.audio_sha256]["transcripts_heard_ok"] == 1, row.turn
+        assert soak.ledger[row.audio_sha256]["transcripts_ok"] == 1, row.turn
 
 
 def test_no_turn_was_answered_twice(soak):

@@ -94,7 +94,8 @@ class AssemblyAIService:
 
         Counters: ``uploads`` and ``transcripts`` (created); ``uploads_heard`` and
         ``transcripts_heard``, those whose answer reached the client (not lost to a ``cut``
-        fault); ``transcripts_heard_ok``, heard ones that did not end with status ``error``.
+        fault); ``transcripts_heard_ok``, heard ones that did not end with status ``error``;
+        ``transcripts_ok``, every one that did not end with status ``error``, heard or not.
         A client that never repeats what it knew had succeeded has, per clip, at most one
         upload heard and at most one transcript heard ok.
         """
@@ -126,6 +127,7 @@ class AssemblyAIService:
             counts["transcripts"] += 1
             counts["transcripts_heard"] += heard
             counts["transcripts_heard_ok"] += heard and job.error is None
+            counts["transcripts_ok"] += job.error is None
         return out
 
     # -- routes ------------------------------------------------------------------------------
