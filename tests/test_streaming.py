@@ -81,6 +81,15 @@ def test_stream_file_sends_a_whole_file(sim, samples):
     assert [t.text for t in finals] == ["Tell me a short joke about computers."]
 
 
+def test_parameters_are_encoded_as_the_spec_writes_them(sim):
+    rt = RealtimeTranscriber(speaker_labels=True, keyterms_prompt=["voicenb", "Paris"],
+                             end_of_turn_confidence_threshold=0.6)
+    query = rt.url.split("?", 1)[1]
+    assert "speaker_labels=true" in query and "True" not in query
+    assert "keyterms_prompt=%5B%22voicenb%22%2C+%22Paris%22%5D" in query
+    assert "end_of_turn_confidence_threshold=0.6" in query
+
+
 def test_frame_size_outside_the_limits_is_a_config_error(sim):
     with pytest.raises(vnb.ConfigError, match="between 50 and 1000"):
         RealtimeTranscriber(chunk_ms=20)

@@ -81,6 +81,14 @@ def _close_error(code: int | None, reason: str) -> VoicenbError:
     return ServiceError(f"{SERVICE} closed the session ({code}: {text}).", **kw)
 
 
+def _query_value(value: Any) -> Any:
+    """A parameter as the streaming spec writes it: booleans ``true``/``false`` (not
+    Python's ``True``), lists and objects as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
 class _SentAudio:
     """The PCM sent so far and when each frame went, kept only as far back as a turn can
     reach: what a final turn covers is let go, and so is anything older than ``keep_s``
@@ -170,8 +178,7 @@ class RealtimeTranscriber:
         self._key = self.settings.require("assemblyai_api_key")
         query = {"sample_rate": sample_rate, "encoding": "pcm_s16le",
                  "format_turns": str(format_turns).lower(), "speech_model": speech_model,
-                 **{k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                    for k, v in params.items()}}
+                 **{k: _query_value(v) for k, v in params.items()}}
         self.url = f"{self.settings.assemblyai_streaming_url.rstrip('/')}/v3/ws?" \
                    f"{urlencode(query)}"
         self.sample_rate = sample_rate
