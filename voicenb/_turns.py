@@ -172,8 +172,9 @@ class Pipeline:
         base = dict(stt_backend=name, llm_model=self.settings.model)
         try:
             audio = as_audio(item)
-            backend = self._backend_if_ready()
-            setup_s = time.monotonic() - t0
+            t = time.monotonic()
+            backend = self._backend_if_ready()  # a client is made once, at the first turn
+            setup_s = time.monotonic() - t
             if backend is not None:
                 check_size(backend, audio)
             audio_s = audio.duration

@@ -172,10 +172,7 @@ class Audio:
     def is_silent(self, threshold: int = 64) -> bool:
         """True when no 16 kHz sample rises above ``threshold`` (of 32767, about -54 dBFS):
         a muted or unplugged microphone, not quiet speech."""
-        import array
-
-        samples = array.array("h", self.pcm16k())
-        return not samples or max(max(samples), -min(samples)) <= threshold
+        return pcm_is_silent(self.pcm16k(), threshold)
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Copy the audio into ``folder`` as ``<sha256>.<format>`` (once; atomically)."""
@@ -256,6 +253,15 @@ class Audio:
 
     def __repr__(self) -> str:
         return f"Audio({self.name!r}, format={self.format!r}, size={self.size})"
+
+
+def pcm_is_silent(pcm: bytes, threshold: int = 64) -> bool:
+    """True when no sample of 16-bit mono PCM rises above ``threshold`` (see
+    :meth:`Audio.is_silent`)."""
+    import array
+
+    samples = array.array("h", pcm[: len(pcm) // 2 * 2])
+    return not samples or max(max(samples), -min(samples)) <= threshold
 
 
 def pcm_to_wav(pcm: bytes, rate: int = 16000) -> bytes:

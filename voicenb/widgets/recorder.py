@@ -22,7 +22,7 @@ import anywidget
 import traitlets
 
 from .._errors import AudioError, VoicenbError
-from ..audio import Audio, pcm_to_wav
+from ..audio import Audio, pcm_is_silent, pcm_to_wav
 from ._worker import Streamed, Worker
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -158,13 +158,12 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
             self._set("short", f"too short ({seconds:.1f} s), so nothing was sent: press "
                                "Record, ask your question, then press Stop")
             return False
-        wav = pcm_to_wav(bytes(pcm), RATE)
-        if Audio(wav).is_silent():
+        if pcm_is_silent(pcm):
             self._set("silent", "nothing was heard, so nothing was sent: check that the "
                                 "microphone is on and not muted, then record again")
             return False
         self._set("started")
-        self.submit(wav)
+        self.submit(pcm_to_wav(bytes(pcm), RATE))
         return True
 
     def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:
