@@ -17,6 +17,17 @@ from ._errors import ConfigError, remember_secret
 # Named defaults, in one place.
 DEFAULT_ASSEMBLYAI_BASE_URL = "https://api.assemblyai.com"
 DEFAULT_ASSEMBLYAI_STREAMING_URL = "wss://streaming.assemblyai.com"
+DEFAULT_ASSEMBLYAI_SYNC_URL = "https://sync.assemblyai.com"
+#: Pre-recorded models in priority order (see the README: pinned so every account, new or
+#: existing, runs the same model before and after AssemblyAI's 2026-12-08 default change, with
+#: universal-2 for the languages assemblyai-stt-3-7 does not cover). "default" sends none.
+DEFAULT_SPEECH_MODELS = "assemblyai-stt-3-7,universal-2"
+#: The Sync API's model (the X-AAI-Model header), as the official SDK 1.8.2 routes it.
+DEFAULT_SYNC_MODEL = "universal-3-5-pro"
+#: AssemblyAI's recommended real-time model for voice agents.
+DEFAULT_STREAMING_MODEL = "u3-rt-pro"
+#: which AssemblyAI API a single clip takes: auto (Sync when it accepts the clip), sync, async
+ASSEMBLYAI_APIS = ("auto", "sync", "async")
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_STT = "assemblyai"
@@ -29,6 +40,7 @@ _ENV = {
     "assemblyai_api_key": "ASSEMBLYAI_API_KEY",
     "assemblyai_base_url": "ASSEMBLYAI_BASE_URL",
     "assemblyai_streaming_url": "ASSEMBLYAI_STREAMING_URL",
+    "assemblyai_sync_url": "ASSEMBLYAI_SYNC_URL",
     "openai_api_key": "OPENAI_API_KEY",
     "openai_base_url": "OPENAI_BASE_URL",
     "model": "VOICENB_MODEL",
@@ -36,6 +48,10 @@ _ENV = {
     "home": "VOICENB_HOME",
     "whisper_model": "VOICENB_WHISPER_MODEL",
     "tts": "VOICENB_TTS",
+    "speech_models": "VOICENB_SPEECH_MODELS",
+    "sync_model": "VOICENB_SYNC_MODEL",
+    "streaming_model": "VOICENB_STREAMING_MODEL",
+    "assemblyai_api": "VOICENB_ASSEMBLYAI_API",
 }
 _SECRET_FIELDS = ("assemblyai_api_key", "openai_api_key")
 
@@ -81,6 +97,8 @@ class Settings:
     assemblyai_api_key: str | None = None
     assemblyai_base_url: str | None = None
     assemblyai_streaming_url: str | None = None
+    #: the Sync API's host; unset while ``assemblyai_base_url`` points elsewhere: no Sync API
+    assemblyai_sync_url: str | None = None
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     model: str | None = None
@@ -90,6 +108,13 @@ class Settings:
     whisper_model: str | None = None
     #: speech backend of vnb.speak: openai, espeak or auto
     tts: str | None = None
+    #: AssemblyAI pre-recorded models, comma-separated in priority order ("default": the
+    #: account's default), the Sync API's model, and the streaming model
+    speech_models: str | None = None
+    sync_model: str | None = None
+    streaming_model: str | None = None
+    #: which API a single AssemblyAI clip takes: auto, sync or async (see ASSEMBLYAI_APIS)
+    assemblyai_api: str | None = None
     #: seconds to connect, and to wait for each response
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -116,6 +141,10 @@ class Settings:
             if getattr(self, name) is None:
                 filled[name] = _from_environment(env)
         out = dataclasses.replace(self, **filled)
+        if out.assemblyai_sync_url is None and (out.assemblyai_base_url is None or (
+                out.assemblyai_base_url.rstrip("/") == DEFAULT_ASSEMBLYAI_BASE_URL)):
+            # Audio only goes to the sync host when the REST host is AssemblyAI's own too.
+            out = dataclasses.replace(out, assemblyai_sync_url=DEFAULT_ASSEMBLYAI_SYNC_URL)
         defaults = {
             "assemblyai_base_url": DEFAULT_ASSEMBLYAI_BASE_URL,
             "assemblyai_streaming_url": DEFAULT_ASSEMBLYAI_STREAMING_URL,
@@ -125,8 +154,20 @@ class Settings:
             "home": DEFAULT_HOME,
             "whisper_model": DEFAULT_WHISPER_MODEL,
             "tts": DEFAULT_TTS,
+            "speech_models": DEFAULT_SPEECH_MODELS,
+            "sync_model": DEFAULT_SYNC_MODEL,
+            "streaming_model": DEFAULT_STREAMING_MODEL,
+            "assemblyai_api": "auto",
         }
         return out.replace(**{k: v for k, v in defaults.items() if getattr(out, k) is None})
+
+    @property
+    def speech_model_list(self) -> list[str] | None:
+        """The pre-recorded models to send as ``speech_models`` (None: let the account
+        decide)."""
+        value = self.resolved().speech_models
+        names = [m.strip() for m in value.split(",") if m.strip()]
+        return None if names in ([], ["default"]) else names
 
     @property
     def home_path(self) -> Path:
