@@ -135,6 +135,8 @@ def error(status: int, message: str, **headers: str) -> Response:
 
 
 Route = Callable[..., Response]
+#: ``shape(status, message, headers)``: an error response in one service's own body shape
+ErrorShape = Callable[[int, str, dict[str, str]], Response]
 
 
 class App:
@@ -154,6 +156,20 @@ class App:
         self.seed = seed
         self.lock = threading.Lock()
         self._rng = random.Random(seed)
+        #: (path prefix, shape) of each service whose errors are not AssemblyAI's {"error": str}
+        self.error_shapes: list[tuple[str, ErrorShape]] = []
+
+    def error_shape(self, prefix: str, shape: ErrorShape) -> None:
+        """Shape injected errors under ``prefix`` as that service does (longest prefix wins)."""
+        self.error_shapes.append((prefix, shape))
+        self.error_shapes.sort(key=lambda item: -len(item[0]))
+
+    def error(self, path: str, status: int, message: str, **headers: str) -> Response:
+        """An error response for ``path`` in the body shape of the service that owns it."""
+        for prefix, shape in self.error_shapes:
+            if path.startswith(prefix):
+                return shape(status, message, headers)
+        return error(status, message, **headers)
 
     def route(self, method: str, pattern: str, fn: Route) -> None:
         self.routes.append((method, re.compile(f"^{pattern}$"), fn))
@@ -197,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
             if m == method and match:
                 break
         else:
-            self._send(error(404, f"Not found: {method} {path}"))
+            self._send(app.error(path, 404, f"Not found: {method} {path}"))
             return
         request = Request(self, method, path, match.groupdict())
         request.query = {k: v[-1] for k, v in parse_qs(query).items()}
@@ -223,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _fault(self, fault: Fault, request: Request) -> Response | None:
+        app = self.server.app
         request.drain()
         if fault.kind == "drop":
             self.close_connection = True
@@ -234,11 +251,12 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "slow":
             time.sleep(fault.delay)
             self.close_connection = True
-            return error(503, "The simulator was told to answer slowly.")
+            return app.error(request.path, 503, "The simulator was told to answer slowly.")
         if fault.kind == "429":
-            return error(429, "Too Many Requests", **{"Retry-After": str(int(fault.retry_after))})
+            return app.error(request.path, 429, "Too Many Requests",
+                             **{"Retry-After": str(int(fault.retry_after))})
         if fault.kind == "500":
-            return error(500, "Internal Server Error")
+            return app.error(request.path, 500, "Internal Server Error")
         if fault.kind in ("502", "503"):
             text = {"502": "Bad Gateway", "503": "Service Unavailable"}[fault.kind]
             return Response(int(fault.kind), f"<html><body>{fault.kind} {text}</body></html>",
