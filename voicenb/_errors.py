@@ -8,7 +8,8 @@
      ├── AudioError                  the audio cannot be used (missing, empty, not audio, too big)
      ├── ServiceError                a service answered with an error, or could not be reached
      │    ├── AuthenticationError    401/403: the key is missing, wrong or lacks permission
-     │    ├── RateLimitError         429 after the retries ran out
+     │    ├── RateLimitError         429 after the retries ran out, or at once when the
+     │    │                          account is out of credit (code "insufficient_quota")
      │    ├── ServiceTimeoutError    no answer in time (a request, or polling a transcript)
      │    ├── ModelNotFoundError     the chat or transcription model does not exist there
      │    └── TranscriptionError     the service finished a transcript with status "error"
@@ -128,7 +129,9 @@ class AuthenticationError(ServiceError):
 
 
 class RateLimitError(ServiceError):
-    """The service kept answering 429 after voicenb's retries ran out."""
+    """The service kept answering 429 after the retries ran out (``retry_after``: the wait it
+    asked for). With ``code == "insufficient_quota"`` (OpenAI) the account has no credit left:
+    that one is raised at once, since no wait fixes it."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
         self.retry_after = retry_after

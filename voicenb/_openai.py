@@ -1,6 +1,8 @@
 """The openai SDK client voicenb uses, and the one place its exceptions become voicenb's.
 
-Retries are the SDK's own (``max_retries``, from Settings); voicenb adds no second layer.
+Retries are the SDK's own (``max_retries``, from Settings); voicenb adds no second layer, and
+takes one away: a 429 saying the account is out of credit (``insufficient_quota``) is not
+retried, since no wait clears it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from ._errors import (
 SERVICE = "OpenAI"
 #: what the SDK is given as a key for servers that need none (Ollama, llama.cpp, vLLM)
 NO_KEY = "not-needed"
+#: OpenAI's error code for a 429 that waiting does not fix: the account has no credit left
+#: (vs. ``rate_limit_exceeded``, which passes)
+OUT_OF_CREDIT = "insufficient_quota"
+BILLING_URL = "https://platform.openai.com/settings/organization/billing"
 
 _clients: dict[tuple, Any] = {}
 _lock = threading.Lock()
@@ -51,8 +57,24 @@ def client(settings: Settings) -> Any:
         if found is None:
             found = _clients[cache_key] = openai.OpenAI(
                 api_key=key, base_url=base_url, max_retries=settings.max_retries,
-                timeout=settings.read_timeout)
+                timeout=settings.read_timeout, http_client=openai.DefaultHttpxClient(
+                    event_hooks={"response": [_no_retry_when_out_of_credit]}))
         return found
+
+
+def _no_retry_when_out_of_credit(response: Any) -> None:
+    """The SDK retries every 429, ``insufficient_quota`` included, so an empty account would
+    cost ``max_retries`` pointless waits. Mark that one with the header the SDK obeys."""
+    if response.status_code != 429:
+        return
+    response.read()  # small, and the SDK reads it again from the buffer
+    try:
+        body = response.json()
+    except ValueError:
+        return
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("code") == OUT_OF_CREDIT:
+        response.headers["x-should-retry"] = "false"
 
 
 def _detail(exc: Any) -> str:
@@ -76,19 +98,24 @@ def convert(exc: BaseException, *, model: str | None, base_url: str | None,
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = _detail(exc)
-        code = (exc.body or {}).get("code") if isinstance(exc.body, dict) else None
-        code = code if isinstance(code, str) else None
+        code = exc.code if isinstance(getattr(exc, "code", None), str) else None
         kw = dict(service=SERVICE, status_code=status, detail=detail, code=code)
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
             return AuthenticationError(
                 f"{SERVICE} at {where} refused the API key ({status}: {detail}). Check "
                 "OPENAI_API_KEY; it may be wrong, revoked, or lack access to this model.", **kw)
-        if isinstance(exc, openai.NotFoundError) and (code == "model_not_found" or "model" in
-                                                      detail.lower()):
+        if code == "model_not_found" or (isinstance(exc, openai.NotFoundError) and "model" in
+                                         detail.lower()):
             return ModelNotFoundError(
                 f"Model {model!r} is not available at {where} ({detail}). Choose another with "
                 "model=..., Settings(model=...) or VOICENB_MODEL (e.g. gpt-4o-mini); the "
                 "server lists its models at GET /v1/models.", model=model, **kw)
+        if isinstance(exc, openai.RateLimitError) and code == OUT_OF_CREDIT:
+            return RateLimitError(
+                f"The {SERVICE} account behind this key has no credit left (429 {code}: "
+                f"{detail}). Retrying will not help, so voicenb did not: add credit or raise "
+                f"the usage limit at {BILLING_URL}, or use another key (OPENAI_API_KEY).",
+                **kw)
         if isinstance(exc, openai.RateLimitError):
             retry_after = None
             try:

@@ -89,7 +89,7 @@ def _openai_speech(text: str, voice: str, model: str, cfg: Settings,
                 f"Speech model {model!r} is not available at {cfg.openai_base_url} "
                 f"({error.detail}). Choose another with model=, e.g. {DEFAULT_MODEL!r} or "
                 "'tts-1'.", model=model, service=error.service, status_code=error.status_code,
-                detail=error.detail)
+                detail=error.detail, code=error.code)
         raise error from None
     fmt = options.get("response_format") or "mp3"
     if fmt == "pcm":  # headerless: wrap it so it is a clip like any other

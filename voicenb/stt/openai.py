@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import _openai
 from .._config import Settings, resolve
+from .._errors import ModelNotFoundError
 from ..audio import AudioLike, as_audio
 from .base import OneRequest, Transcript
 
@@ -45,8 +46,16 @@ class OpenAITranscriber(OneRequest):
         except Exception as exc:
             if not _openai.is_transport_error(exc):
                 raise
-            raise _openai.convert(exc, model=model, base_url=self.settings.openai_base_url,
-                                  what="transcription") from None
+            error = _openai.convert(exc, model=model, base_url=self.settings.openai_base_url,
+                                    what="transcription")
+            if isinstance(error, ModelNotFoundError):
+                error = ModelNotFoundError(
+                    f"Transcription model {model!r} is not available at "
+                    f"{self.settings.openai_base_url or 'OpenAI'} ({error.detail}). Choose "
+                    f"another with model=, e.g. {DEFAULT_MODEL!r} or 'gpt-4o-mini-transcribe'.",
+                    model=model, service=error.service, status_code=error.status_code,
+                    detail=error.detail, code=error.code)
+            raise error from None
         elapsed = time.monotonic() - t0
         text = result if isinstance(result, str) else getattr(result, "text", "")
         return Transcript(text=(text or "").strip(), backend=self.backend, audio_s=audio_s,
