@@ -56,3 +56,21 @@ def test_the_live_widget_lists_the_last_turns(live, samples):
     assert live.wait(30)
     assert [r["said"] for r in live.turns] == ["What is the capital of France?"]
     assert live.status.startswith("turn 1: done")
+
+
+def test_the_streaming_model_comes_from_the_sessions_settings(sim, samples, tmp_path):
+    settings = vnb.Settings(streaming_model="universal-streaming-english")
+    live = vnb.Session("live", home=str(tmp_path / "home"), settings=settings).live()
+    live.feed(vnb.Audio(samples[1]).pcm16k() + b"\0\0" * 16000)
+    live.stop()
+    assert live.wait(30)
+    assert live.transcript == "How far away is the moon?"
+    assert sim.streaming.received[-1].params["speech_model"] == "universal-streaming-english"
+
+
+def test_the_live_widget_streams_to_u3_rt_pro_by_default(live, sim, samples):
+    live.feed(vnb.Audio(samples[0]).pcm16k() + b"\0\0" * 16000)
+    live.stop()
+    assert live.wait(30)
+    params = sim.streaming.received[-1].params
+    assert params["speech_model"] == "u3-rt-pro" and "format_turns" not in params

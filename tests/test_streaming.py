@@ -43,9 +43,20 @@ def test_final_turns_are_the_formatted_ones_with_timings(sim, pcm):
 
 def test_unformatted_finals_when_format_turns_is_off(sim, samples):
     finals = []
-    with RealtimeTranscriber(on_turn=finals.append, format_turns=False) as rt:
+    with RealtimeTranscriber(on_turn=finals.append, format_turns=False,
+                             speech_model="universal-streaming-english") as rt:
         rt.send(vnb.Audio(samples[0]).pcm16k() + SILENCE)
     assert [t.text for t in finals] == ["what is the capital of france"]
+
+
+def test_universal_streaming_finals_are_the_formatted_copies(sim, samples):
+    finals = []
+    with RealtimeTranscriber(on_turn=finals.append,
+                             speech_model="universal-streaming-english") as rt:
+        rt.send(vnb.Audio(samples[1]).pcm16k() + SILENCE)
+    assert [t.text for t in finals] == ["How far away is the moon?"]
+    assert finals[0].formatted and 0 < finals[0].end_of_turn_confidence < 1
+    assert sim.streaming.received[-1].params["format_turns"] == "true"
 
 
 def test_pieces_of_any_size_are_rechunked_into_valid_frames(sim, samples):
@@ -83,7 +94,8 @@ def test_stream_file_sends_a_whole_file(sim, samples):
 
 def test_parameters_are_encoded_as_the_spec_writes_them(sim):
     rt = RealtimeTranscriber(speaker_labels=True, keyterms_prompt=["voicenb", "Paris"],
-                             end_of_turn_confidence_threshold=0.6)
+                             end_of_turn_confidence_threshold=0.6,
+                             speech_model="universal-streaming-english")
     query = rt.url.split("?", 1)[1]
     assert "speaker_labels=true" in query and "True" not in query
     assert "keyterms_prompt=%5B%22voicenb%22%2C+%22Paris%22%5D" in query
@@ -194,6 +206,7 @@ def test_listen_answers_each_turn_of_a_file(sim, pcm, tmp_path):
     assert lines[2] == "Me: How far away is the moon?"
     assert "I remember 1 earlier question" in lines[3]
     assert sim.streaming.stats["terminated"] == 1
+    assert sim.streaming.received[-1].params["speech_model"] == "u3-rt-pro"  # the default
     df = vnb.load_history(str(home), session="live")
     assert df["status"].tolist() == ["ok", "ok"]
     assert set(df["stt_backend"]) == {"assemblyai-streaming"}

@@ -8,6 +8,14 @@ in pieces of any size: it re-chunks them into frames of ``chunk_ms`` (50-1000 ms
 service requires) and never sends faster than real time. It always ends the session with
 ``{"type": "Terminate"}`` and waits for ``Termination`` (on errors and Ctrl-C too), since
 an unterminated session is billed until its 3-hour cap.
+
+Two families of models take different parameters (AssemblyAI's two streaming specs):
+``u3-rt-pro`` (the default, ``Settings.streaming_model``) formats every final turn itself, so
+it takes no ``format_turns`` but takes a ``prompt``; the ``universal-streaming-*`` models
+take ``format_turns`` and ``end_of_turn_confidence_threshold``. Both take
+``min_turn_silence``, ``max_turn_silence`` and ``keyterms_prompt``.
+:func:`create_temporary_token` gets a short-lived token (``GET /v3/token``) for a client
+that must not hold the API key: ``RealtimeTranscriber(token=...)``.
 """
 
 from __future__ import annotations
@@ -30,14 +38,93 @@ from .._errors import (
     ServiceError,
     ServiceTimeoutError,
     VoicenbError,
+    remember_secret,
 )
+from .._http import HttpClient, clean_key
+from .._http import field as response_field
 from ..audio import AudioLike, as_audio
 
 SERVICE = "AssemblyAI streaming"
-DEFAULT_SPEECH_MODEL = "universal-streaming-english"
 BACKEND = "assemblyai-streaming"
 #: the longest stretch of sent audio kept for a turn that has not ended (seconds)
 MAX_TURN_S = 300.0
+#: What each family of models takes beyond the common parameters, from AssemblyAI's two
+#: streaming specs (usm-streaming and usm-streaming-u3-pro): at connect time, and in an
+#: ``UpdateConfiguration`` message.
+U3_ONLY = ("prompt",)
+UNIVERSAL_ONLY = ("format_turns", "end_of_turn_confidence_threshold")
+UPDATABLE = {"u3": ("prompt", "keyterms_prompt", "min_turn_silence", "max_turn_silence"),
+             "universal": ("end_of_turn_confidence_threshold", "min_turn_silence",
+                           "max_turn_silence")}
+#: the former name of ``min_turn_silence``, still accepted (the new name wins)
+OLD_MIN_SILENCE = "min_end_of_turn_silence_when_confident"
+
+
+def model_family(speech_model: str) -> str:
+    """``"u3"`` for the Universal-3 Pro models (``u3-rt-pro``), else ``"universal"``."""
+    return "u3" if speech_model.startswith("u3-") else "universal"
+
+
+def create_temporary_token(
+    expires_in_seconds: int = 60,
+    *,
+    max_session_duration_seconds: int | None = None,
+    api_key: str | None = None,
+    url: str | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """A single-use token for one streaming session, from ``GET /v3/token``.
+
+    Give it to a client that must not hold the API key (a browser, another machine): it
+    connects with ``RealtimeTranscriber(token=...)``. ``expires_in_seconds`` (1-600) is how
+    long it may wait to connect; ``max_session_duration_seconds`` (60-10800, default the
+    3-hour cap) how long that session may last.
+
+    >>> token = create_temporary_token(60)                      # doctest: +SKIP
+    >>> RealtimeTranscriber(token=token, on_turn=print)         # doctest: +SKIP
+    """
+    cfg = resolve(settings, assemblyai_api_key=api_key, assemblyai_streaming_url=url)
+    key = clean_key(cfg.require("assemblyai_api_key"), "AssemblyAI", "ASSEMBLYAI_API_KEY")
+    # The token endpoint lives on the streaming host, over https (http for a ws:// URL).
+    base = cfg.assemblyai_streaming_url.rstrip("/")
+    for ws_scheme, http_scheme in (("wss://", "https://"), ("ws://", "http://")):
+        if base.startswith(ws_scheme):
+            base = http_scheme + base[len(ws_scheme):]
+    query: dict[str, int] = {"expires_in_seconds": expires_in_seconds}
+    if max_session_duration_seconds is not None:
+        query["max_session_duration_seconds"] = max_session_duration_seconds
+    http = HttpClient(SERVICE, base, {"Authorization": key}, cfg, pool_size=1)
+    try:
+        token = str(response_field(http.request("GET", "/v3/token", params=query), "token",
+                                    SERVICE))
+    finally:
+        http.close()
+    remember_secret(token)
+    return token
+
+
+def _session_query(family: str, format_turns: bool | None, params: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """``params`` checked against the model family's parameter set, the old name of
+    ``min_turn_silence`` folded into the new one, ``format_turns`` only where it exists."""
+    params = dict(params)
+    old = params.pop(OLD_MIN_SILENCE, None)
+    if params.get("min_turn_silence") is None:  # the new name wins
+        params["min_turn_silence"] = old
+    wrong = U3_ONLY if family == "universal" else UNIVERSAL_ONLY
+    misplaced = [name for name in wrong if params.get(name) is not None]
+    if family == "u3" and format_turns is False:  # True asks for what u3 does anyway
+        misplaced.append("format_turns=False")
+    if misplaced:
+        other = "u3-rt-pro" if family == "universal" else "universal-streaming-english"
+        raise ConfigError(
+            f"{', '.join(misplaced)}: not a parameter of this streaming model (u3-rt-pro "
+            "formats every final turn itself and takes prompt; the universal-streaming models "
+            "take format_turns and end_of_turn_confidence_threshold). Drop it, or choose "
+            f"speech_model={other!r}.")
+    if family == "universal":
+        params = {"format_turns": format_turns is not False, **params}
+    return {k: _query_value(v) for k, v in params.items() if v is not None}
 
 
 @dataclass
@@ -64,12 +151,17 @@ class TurnEvent:
     session_id: str | None = None
 
 
-def _close_error(code: int | None, reason: str) -> VoicenbError:
+def _close_error(code: int | None, reason: str, *, token: bool = False) -> VoicenbError:
     text = reason or "no reason given"
     kw = dict(service=SERVICE, status_code=code, detail=text)
     if code in (1008, 3009) and "too many" in text.lower() or code == 3009:
         return RateLimitError(f"{SERVICE} refused the session ({code}: {text}). Close other "
                               "streaming sessions or wait a minute.", **kw)
+    if code in (1008, 4001, 4002, 4003) and token:
+        return AuthenticationError(
+            f"{SERVICE} refused the temporary token ({code}: {text}). A token opens one "
+            "session and expires after its expires_in_seconds: get a new one with "
+            "create_temporary_token().", **kw)
     if code in (1008, 4001, 4002, 4003):
         return AuthenticationError(f"{SERVICE} refused the key ({code}: {text}). Check "
                                    "ASSEMBLYAI_API_KEY.", **kw)
@@ -78,6 +170,10 @@ def _close_error(code: int | None, reason: str) -> VoicenbError:
                             "50-1000 ms and be sent no faster than real time.", **kw)
     if code == 3008:
         return ServiceTimeoutError(f"{SERVICE} session expired ({code}: {text}).", **kw)
+    if code == 3006:
+        return ServiceError(f"{SERVICE} refused the session's parameters or a message "
+                            f"({code}: {text}). Check speech_model (VOICENB_STREAMING_MODEL) "
+                            "and the parameters passed.", **kw)
     return ServiceError(f"{SERVICE} closed the session ({code}: {text}).", **kw)
 
 
@@ -145,12 +241,19 @@ class RealtimeTranscriber:
     >>> with RealtimeTranscriber(on_turn=print) as rt:          # doctest: +SKIP
     ...     rt.send(pcm_bytes)
 
-    ``on_begin(session_id)``, ``on_partial(TurnEvent)`` and ``on_turn(TurnEvent)`` are
-    called on the transcriber's reading thread. With ``format_turns`` (default) only the
-    formatted final turn is reported as final. ``params`` are more query parameters for the
-    service (``end_of_turn_confidence_threshold``, ``keyterms_prompt``...). ``pace=False``
-    sends as fast as the socket takes it, for servers that allow that (the simulator with
-    ``streaming_realtime_slack_s=None``); AssemblyAI closes such a session with 3007.
+    ``on_begin(session_id)``, ``on_partial(TurnEvent)``, ``on_turn(TurnEvent)`` and
+    ``on_speech_started(start_s)`` (u3-rt-pro: speech began at ``start_s`` seconds of the
+    stream, before any words, e.g. to stop an answer being read aloud) are called on the
+    transcriber's reading thread. ``speech_model`` defaults to ``Settings.streaming_model``
+    (u3-rt-pro). A final turn is the one that ends the turn: on u3-rt-pro it is formatted;
+    on the universal-streaming models with ``format_turns`` (their default) only the
+    formatted one is reported as final. ``min_turn_silence``/``max_turn_silence`` (ms),
+    ``prompt`` (u3-rt-pro) and ``keyterms_prompt`` tune the session; ``params`` are more
+    query parameters for the service (``speaker_labels``, ``end_of_turn_confidence_threshold``
+    on the universal-streaming models...). ``token`` (from :func:`create_temporary_token`)
+    connects without the API key. ``pace=False`` sends as fast as the socket takes it, for
+    servers that allow that (the simulator with ``streaming_realtime_slack_s=None``);
+    AssemblyAI closes such a session with 3007.
     """
 
     def __init__(
@@ -159,13 +262,19 @@ class RealtimeTranscriber:
         api_key: str | None = None,
         url: str | None = None,
         settings: Settings | None = None,
+        token: str | None = None,
         sample_rate: int = 16000,
         chunk_ms: int = 100,
-        format_turns: bool = True,
-        speech_model: str = DEFAULT_SPEECH_MODEL,
+        speech_model: str | None = None,
+        format_turns: bool | None = None,
+        min_turn_silence: int | None = None,
+        max_turn_silence: int | None = None,
+        prompt: str | None = None,
+        keyterms_prompt: list[str] | None = None,
         on_begin: Callable[[str], None] | None = None,
         on_partial: Callable[[TurnEvent], None] | None = None,
         on_turn: Callable[[TurnEvent], None] | None = None,
+        on_speech_started: Callable[[float], None] | None = None,
         connect_timeout: float = 10.0,
         pace: bool = True,
         **params: Any,
@@ -174,18 +283,27 @@ class RealtimeTranscriber:
             raise ConfigError(f"chunk_ms must be between 50 and 1000 (the service's limits), "
                               f"not {chunk_ms}.")
         self.settings = resolve(settings, assemblyai_api_key=api_key,
-                                assemblyai_streaming_url=url)
-        self._key = self.settings.require("assemblyai_api_key")
+                                assemblyai_streaming_url=url, streaming_model=speech_model)
+        self.speech_model: str = self.settings.streaming_model
+        self.family = model_family(self.speech_model)
+        # A temporary token goes in the query (as the spec says) and the key is not needed.
+        self._key = None if token else self.settings.require("assemblyai_api_key")
+        remember_secret(token)
         query = {"sample_rate": sample_rate, "encoding": "pcm_s16le",
-                 "format_turns": str(format_turns).lower(), "speech_model": speech_model,
-                 **{k: _query_value(v) for k, v in params.items()}}
+                 "speech_model": self.speech_model, **_session_query(self.family, format_turns, {
+                     "min_turn_silence": min_turn_silence, "max_turn_silence": max_turn_silence,
+                     "prompt": prompt, "keyterms_prompt": keyterms_prompt, **params})}
+        if token:
+            query["token"] = token
         self.url = f"{self.settings.assemblyai_streaming_url.rstrip('/')}/v3/ws?" \
                    f"{urlencode(query)}"
         self.sample_rate = sample_rate
         self.frame_bytes = sample_rate * 2 * chunk_ms // 1000
-        self.format_turns = format_turns
+        #: True when a formatted Turn follows the one that ends a turn (and is the final)
+        self.format_turns = self.family == "universal" and format_turns is not False
         self.pace = pace
         self.on_begin, self.on_partial, self.on_turn = on_begin, on_partial, on_turn
+        self.on_speech_started = on_speech_started
         self.connect_timeout = connect_timeout
         self.session_id: str | None = None
         self.turns: list[TurnEvent] = []
@@ -193,7 +311,8 @@ class RealtimeTranscriber:
         self.terminated = False
         self.sent = _SentAudio(sample_rate)
         self._ws: Any = None
-        self._outbox: queue.Queue[bytes | None] = queue.Queue()
+        # audio (bytes), a control message (JSON text), or None: the end
+        self._outbox: queue.Queue[bytes | str | None] = queue.Queue()
         self._flush = True  # False: a caller failed, Terminate without sending the rest
         self._threads: list[threading.Thread] = []
         self._done = threading.Event()
@@ -229,6 +348,37 @@ class RealtimeTranscriber:
             raise self.error
         if self._ws is not None and pcm and not self._done.is_set():
             self._outbox.put(bytes(pcm))
+
+    def update_configuration(self, **params: Any) -> None:
+        """Change the session's turn detection (or, on u3-rt-pro, its prompts) from now on,
+        after the audio already queued: ``rt.update_configuration(max_turn_silence=2000)``.
+
+        u3-rt-pro takes ``prompt``, ``keyterms_prompt``, ``min_turn_silence`` and
+        ``max_turn_silence``; the universal-streaming models ``min_turn_silence``,
+        ``max_turn_silence`` and ``end_of_turn_confidence_threshold``."""
+        old = params.pop(OLD_MIN_SILENCE, None)
+        if old is not None and params.get("min_turn_silence") is None:  # the new name wins
+            params["min_turn_silence"] = old
+        allowed = UPDATABLE[self.family]
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{', '.join(unknown)} cannot be updated on {self.speech_model}; "
+                              f"it takes {', '.join(allowed)}.")
+        self._control({"type": "UpdateConfiguration", **params})
+
+    def force_endpoint(self) -> None:
+        """End the current turn now, after the audio already queued: the service answers with
+        the turn's final ``Turn`` (e.g. when the user pressed a button instead of pausing)."""
+        self._control({"type": "ForceEndpoint"})
+
+    def _control(self, message: dict[str, Any]) -> None:
+        if self.error is not None:
+            raise self.error
+        if self._ws is None:
+            raise ConfigError(f"{message['type']} needs an open session: call start() first, "
+                              "or use the transcriber as a context manager.")
+        if not self._done.is_set():
+            self._outbox.put(json.dumps(message))
 
     def close(self, timeout: float = 30.0, *, flush: bool = True) -> None:
         """Send what is left (unless ``flush=False``), then ``Terminate``; wait for
@@ -266,17 +416,19 @@ class RealtimeTranscriber:
         from websockets.exceptions import InvalidHandshake, InvalidStatus
         from websockets.sync.client import connect
 
+        headers = {"Authorization": self._key} if self._key else {}
         try:
             # Entered by hand: on websockets 17 the bare call is the reconnecting iterator's
             # entry point; entering it gives the one connection on every version.
-            return connect(self.url, additional_headers={"Authorization": self._key},
+            return connect(self.url, additional_headers=headers,
                            open_timeout=self.connect_timeout, compression=None, proxy=None,
                            max_size=2**22).__enter__()
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise _close_error(1008 if status in (401, 403) else status,
                                exc.response.body.decode("utf-8", "replace")[:200]
-                               if exc.response.body else f"HTTP {status}") from None
+                               if exc.response.body else f"HTTP {status}",
+                               token=self._key is None) from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise ServiceError(
                 f"Cannot reach {SERVICE} at {self.url.split('?')[0]} ({exc}). Check the "
@@ -310,7 +462,7 @@ class RealtimeTranscriber:
         if code is None:
             return ServiceError(f"{SERVICE} connection dropped before Termination.",
                                 service=SERVICE)
-        return _close_error(code, reason)
+        return _close_error(code, reason, token=self._key is None)
 
     # -- the two threads -------------------------------------------------------------------------
 
@@ -327,6 +479,8 @@ class RealtimeTranscriber:
                 kind = data.get("type")
                 if kind == "Turn":
                     self._turn(data)
+                elif kind == "SpeechStarted" and self.on_speech_started:
+                    self.on_speech_started(int(data.get("timestamp") or 0) / 1000)
                 elif kind == "Termination":
                     self.terminated = True
                 elif kind == "Error":
@@ -358,15 +512,26 @@ class RealtimeTranscriber:
                     break
                 if not self._flush:
                     continue
+                if isinstance(item, str):
+                    # A control message goes after the audio queued before it: the odd bytes
+                    # short of a frame go first (padded to the 50 ms a frame needs).
+                    start = self._send_rest(buffer, start)
+                    self._ws.send(item)
+                    continue
                 buffer += item
                 start = self._send_frames(buffer, start, closing=False)
-            if self._flush and buffer:  # the last frame must hold at least 50 ms: pad it
-                minimum = self.sample_rate * 2 * 50 // 1000
-                buffer += b"\0" * max(0, minimum - len(buffer))
-                self._send_frames(buffer, start, closing=True)
+            if self._flush:
+                self._send_rest(buffer, start)
             self._ws.send(json.dumps({"type": "Terminate"}))
         except ConnectionClosed:
             pass  # the reader reports why
+
+    def _send_rest(self, buffer: bytearray, start: float | None) -> float | None:
+        if not buffer:
+            return start
+        minimum = self.sample_rate * 2 * 50 // 1000  # a frame must hold at least 50 ms: pad it
+        buffer += b"\0" * max(0, minimum - len(buffer))
+        return self._send_frames(buffer, start, closing=True)
 
     def _send_frames(self, buffer: bytearray, start: float | None, *, closing: bool
                      ) -> float | None:
