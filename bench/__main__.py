@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from . import batch, history_load, llm_overhead, turn_overhead, upload_memory
+from . import batch, history_load, llm_overhead, sync_api, turn_overhead, upload_memory
 from ._common import machine
 
 
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         print(history_load.report(history_load.run(n=1000, repeat=1)))
         print()
         print(turn_overhead.report(turn_overhead.run(n=2)))
+        print()
+        print(sync_api.report(sync_api.run(n=2, fixed=0.3)))
     else:
         print(batch.report(batch.run(n=100, scenario="paid")))
         print()
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         print(history_load.report(history_load.run()))
         print()
         print(turn_overhead.report(turn_overhead.run()))
+        print()
+        print(sync_api.report(sync_api.run()))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,13 @@ def sim():
 
 
 @pytest.fixture
+def async_api(monkeypatch):
+    """Short clips take AssemblyAI's Sync API by default; tests of the async API (upload,
+    submit, poll, resume) pin it with ``pytestmark = pytest.mark.usefixtures("async_api")``."""
+    monkeypatch.setenv("VOICENB_ASSEMBLYAI_API", "async")
+
+
+@pytest.fixture
 def samples():
     return vnb.sim.samples()
 

@@ -10,6 +10,9 @@ import pytest
 import voicenb as vnb
 from voicenb.stt.assemblyai import PollPolicy
 
+#: about the async API (upload, submit, poll): short clips would take the Sync API
+pytestmark = pytest.mark.usefixtures("async_api")
+
 
 def fast_settings(**kw) -> vnb.Settings:
     """Quick backoff so fault tests don't sleep for long."""
@@ -48,7 +51,45 @@ def test_options_are_passed_through_to_the_service(sim, sample):
 
 def test_speech_models_are_sent_by_default(sim, sample):
     t = vnb.transcribe(sample)
-    assert sim.jobs[t.id].options["speech_models"] == ["universal-3-5-pro", "universal-2"]
+    assert sim.jobs[t.id].options["speech_models"] == ["assemblyai-stt-3-7", "universal-2"]
+    assert t.speech_model == "assemblyai-stt-3-7"
+
+
+def test_the_models_are_a_setting_and_default_leaves_the_choice_to_the_account(
+        sim, sample, monkeypatch):
+    monkeypatch.setenv("VOICENB_SPEECH_MODELS", "universal-2")
+    t = vnb.transcribe(sample)
+    assert sim.jobs[t.id].options["speech_models"] == ["universal-2"]
+    assert t.speech_model == "universal-2"
+    monkeypatch.setenv("VOICENB_SPEECH_MODELS", "default")
+    t = vnb.transcribe(sample)
+    assert "speech_models" not in sim.jobs[t.id].options
+    sim.assemblyai.account_default = "universal-3-5-pro"  # an account made before 2026-11-17
+    assert vnb.transcribe(sample).speech_model == "universal-3-5-pro"
+
+
+@pytest.mark.parametrize("body, accepted", [
+    ({"speech_models": ["assemblyai-stt-3-7"]}, True),
+    ({"speech_models": ["universal-3-5-pro", "universal-2"]}, True),  # deprecated, served
+    ({}, True),
+    ({"speech_models": ["best"]}, False),
+    ({"speech_models": ["universal-3-pro"]}, False),
+    ({"speech_models": ["slam-1"]}, False),
+    ({"speech_models": []}, False),
+    ({"speech_model": "universal-2"}, False),  # the singular parameter is gone
+    ({"speech_model": "best"}, False),
+])
+def test_the_simulator_takes_the_documented_models_only(sim, sample, body, accepted):
+    import requests
+
+    headers = {"Authorization": sim.assemblyai.key}
+    url = requests.post(f"{sim.url}/v2/upload", data=sample.read_bytes(), headers=headers,
+                        timeout=10).json()["upload_url"]
+    r = requests.post(f"{sim.url}/v2/transcript", json={"audio_url": url, **body},
+                      headers=headers, timeout=10)
+    assert (r.status_code == 200) is accepted, r.text
+    if not accepted:
+        assert set(r.json()) == {"error"} and "speech_models" in r.json()["error"]
 
 
 def test_rejected_option_is_a_service_error_with_the_services_text(sim, sample):

@@ -8,6 +8,9 @@ import pytest
 import voicenb as vnb
 from voicenb.stt import Backend, Checkpoint, get_backend
 
+#: about the async API (upload, submit, poll): short clips would take the Sync API
+pytestmark = pytest.mark.usefixtures("async_api")
+
 FRANCE = "What is the capital of France?"
 
 

@@ -19,3 +19,4 @@ def test_benchmarks_run_and_print_their_ratios():
     assert "ratio voicenb / read_sql_query" in out.stdout
     assert "ratio session / bare calls" in out.stdout
     assert "ratio voicenb / floor" in out.stdout
+    assert "ratio async / sync (time to transcript)" in out.stdout

@@ -18,7 +18,7 @@ def sim_process():
                             stdout=subprocess.PIPE, text=True)
     try:
         env = env_from_line(proc.stdout.readline())  # one line a shell can eval
-        assert len(env) == 5
+        assert len(env) == 6
         yield env
     finally:
         proc.terminate()

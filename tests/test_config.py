@@ -82,7 +82,7 @@ def test_wrong_key_raises_authentication_error_without_echoing_it(sim, sample, c
     with pytest.raises(vnb.AuthenticationError) as info:
         vnb.transcribe(sample, api_key=KEY)
     assert info.value.status_code == 401
-    assert "API token missing/invalid" in str(info.value)
+    assert "Invalid API key" in str(info.value)  # the service's own words (the Sync API's)
     assert KEY not in str(info.value)
     assert KEY not in repr(info.value)
     assert KEY not in caplog.text

@@ -14,6 +14,9 @@ import pytest
 
 import voicenb as vnb
 
+#: about the async API (upload, submit, poll): short clips would take the Sync API
+pytestmark = pytest.mark.usefixtures("async_api")
+
 TURN = textwrap.dedent("""
     import sys, voicenb as vnb
     s = vnb.Session("crash", home=sys.argv[1])

@@ -3,7 +3,12 @@ was lost (the work done), voicenb finds the transcript it created instead of pay
 
 from __future__ import annotations
 
+import pytest
+
 import voicenb as vnb
+
+#: about the async API (upload, submit, poll): short clips would take the Sync API
+pytestmark = pytest.mark.usefixtures("async_api")
 
 
 def test_an_answer_lost_after_the_transcript_was_created_is_not_paid_twice(sim, sample):

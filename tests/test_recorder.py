@@ -39,13 +39,27 @@ def test_speech_streamed_while_recording_becomes_a_turn(session, sample, sim):
     assert rec.answer.startswith("(simulated answer)")
     [row] = rec.turns
     assert row["turn"] == 1 and row["said"] == rec.transcript and row["audio"]
+    # uploaded to the Sync API while recorded: after Stop only the last stretch was waited for
+    assert df["stt_backend"].tolist() == ["assemblyai-sync"]
+    assert [r.path for r in sim.sync.served] == ["/v1/transcribe/live"]
+    assert sim.stats["uploads"] == sim.stats["transcripts"] == 0
+
+
+def test_without_the_sync_api_the_recording_is_sent_after_stop(session, sample, sim,
+                                                                 monkeypatch):
+    monkeypatch.setenv("VOICENB_ASSEMBLYAI_API", "async")
+    rec = vnb.Session("rec-async", home=str(session.store.home)).recorder()
+    assert _speak(rec, vnb.Audio(sample).pcm16k()) and rec.wait(30)
+    assert rec.transcript == "What is the capital of France?"
+    assert sim.stats["sync_transcripts"] == 0 and sim.stats["uploads"] == 1
 
 
 def test_a_click_too_short_to_be_a_question_is_not_sent_anywhere(session, sample, sim):
     rec = session.recorder()
     assert not _speak(rec, vnb.Audio(sample).pcm16k()[:3200])  # 0.1 s
-    assert rec.state == "short" and "nothing was sent" in rec.status
+    assert rec.state == "short" and "not transcribed" in rec.status
     assert session.history.empty and sim.stats["uploads"] == 0
+    assert sim.stats["sync_transcripts"] == 0
 
 
 def test_a_silent_recording_is_not_sent_anywhere(session, sim):
@@ -53,6 +67,7 @@ def test_a_silent_recording_is_not_sent_anywhere(session, sim):
     assert not _speak(rec, b"\0\0" * 16000)
     assert rec.state == "silent" and "microphone" in rec.status
     assert session.history.empty and sim.stats["uploads"] == 0
+    assert sim.stats["sync_transcripts"] == 0
 
 
 def test_a_submitted_recording_becomes_a_turn(session, sample):

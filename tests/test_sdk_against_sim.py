@@ -54,7 +54,7 @@ def test_sdk_wrong_key_is_refused(sdk, sample):
         sdk.Transcriber().transcribe(str(sample))
 
 
-def test_sdk_get_by_id(sdk, sim, sample):
+def test_sdk_get_by_id(sdk, sim, sample, async_api):
     import voicenb as vnb
 
     t = vnb.transcribe(sample)

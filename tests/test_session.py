@@ -31,7 +31,8 @@ def test_history_columns_are_the_schema_in_order(session, sample):
         "session", "turn", "started_at", "status", "error", "audio_path", "audio_s",
         "audio_sha256", "stt_backend", "transcript_id", "transcript", "confidence", "upload_s",
         "transcribe_s", "polls", "stt_s", "llm_model", "prompt", "answer", "ttft_s", "llm_s",
-        "prompt_tokens", "completion_tokens", "total_s", "setup_s", "wait_s", "overhead_s"]
+        "prompt_tokens", "completion_tokens", "total_s", "setup_s", "wait_s", "overhead_s",
+        "speech_model"]
 
 
 def test_history_dtypes(session, sample, make_wav):

@@ -26,6 +26,9 @@ import pytest
 
 import voicenb as vnb
 
+#: about the async API (upload, submit, poll): short clips would take the Sync API
+pytestmark = pytest.mark.usefixtures("async_api")
+
 ROOT = Path(__file__).resolve().parents[1]
 TURNS = 120
 #: short timeouts and backoff, so faults cost little time; a "slow" answer outlasts the timeout

@@ -84,8 +84,8 @@ def test_whisper_installed_without_its_model_says_so(monkeypatch, tmp_path, samp
 
 def test_auto_uses_assemblyai_when_its_key_is_set(sim, sample):
     t = vnb.transcribe(sample, backend="auto")
-    assert t.backend == "assemblyai" and t.text == "What is the capital of France?"
-    assert sim.stats["uploads"] == 1
+    assert t.backend == "assemblyai-sync" and t.text == "What is the capital of France?"
+    assert sim.stats["sync_transcripts"] == 1
 
 
 def test_auto_uses_openai_when_only_its_key_is_set(sim, sample, monkeypatch):

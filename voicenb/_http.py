@@ -193,6 +193,10 @@ def _error_text(response: requests.Response) -> str:
             return str(err.get("message") or err)[:500]
         if err:
             return str(err)[:500]
+        message = body.get("message") or body.get("detail")  # the Sync API's shapes
+        if message:
+            code = body.get("error_code") or body.get("title")
+            return (f"{code}: {message}" if code else str(message))[:500]
     return json.dumps(body)[:500]
 
 

@@ -67,6 +67,7 @@ class Turn:
     setup_s: float | None = None
     wait_s: float | None = None
     overhead_s: float | None = None
+    speech_model: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -111,6 +112,8 @@ class Work:
     #: first-call set-up (clients, the chat's memory) and waiting on other turns, seconds
     setup_s: float = 0.0
     wait_s: float = 0.0
+    #: the clip's upload made while it was recorded (AssemblyAI's Sync API), when there was one
+    live: Any = None
 
 
 class Pipeline:
@@ -243,13 +246,17 @@ class Pipeline:
     # -- running one turn -----------------------------------------------------------------
 
     def ask(self, item: AudioLike, *, stream: bool = False, on_token: OnToken | None = None,
-            on_status: OnStatus | None = None) -> int:
-        """Run one turn of ``item``; return its number, or raise (after recording it)."""
+            on_status: OnStatus | None = None, live: Any = None) -> int:
+        """Run one turn of ``item``; return its number, or raise (after recording it).
+        ``live``: the upload made while ``item`` was recorded, whose transcript is used."""
         work, error = self.new_turn(item)
         if on_status:
             on_status(work.turn if work else error[0], "started")
         if work is None:
+            if live is not None:
+                live.abort()
             raise error[1]
+        work.live = live
         self.run(work, stream=stream, on_token=on_token, on_status=on_status)
         return work.turn
 
@@ -269,6 +276,13 @@ class Pipeline:
     def transcribe(self, work: Work, on_status: OnStatus | None = None) -> Transcript:
         if work.transcript is not None:
             return work.transcript
+        if work.live is not None:
+            if on_status:
+                on_status(work.turn, "transcribing")
+            try:
+                return work.live.finish()
+            except ServiceError:  # refused (over 120 s, say) or broken: send the saved clip
+                pass
         self.silence_check(work)
         backend = self.backend()
         if on_status:

@@ -22,7 +22,7 @@ import pandas as pd
 from ._config import Settings, resolve
 from ._errors import ConfigError, redact
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The history schema of DESIGN.md: table and DataFrame columns, in this order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -54,6 +54,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("setup_s", "REAL"),
     ("wait_s", "REAL"),
     ("overhead_s", "REAL"),
+    # schema 3: the speech model that actually ran (the service's answer, not the request)
+    ("speech_model", "TEXT"),
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 FLOATS = tuple(n for n, t in COLUMNS if t.startswith("REAL") and n != "started_at")

@@ -18,6 +18,7 @@ from ._config import Settings, resolve
 from ._errors import ConfigError, VoicenbError
 from ._turns import NO_SPEECH, OnStatus, OnToken, Pipeline, Turn, Work
 from .audio import AudioLike
+from .stt.sync import LiveUpload
 from .llm import Chat
 
 __all__ = ["Session", "Turn", "NO_SPEECH"]
@@ -143,19 +144,40 @@ class Session:
     # -- running turns ------------------------------------------------------------------------
 
     def ask_audio(self, audio: AudioLike, *, stream: bool = False,
-                  on_token: OnToken | None = None, on_status: OnStatus | None = None) -> Turn:
+                  on_token: OnToken | None = None, on_status: OnStatus | None = None,
+                  live: LiveUpload | None = None) -> Turn:
         """Transcribe ``audio``, ask the model, record the turn; return it.
 
         Raises a :class:`VoicenbError` if the turn failed, after recording it with status
-        ``error`` (``retry_failed()`` finishes it later).
+        ``error`` (``retry_failed()`` finishes it later). ``live`` is the upload of this
+        clip made while it was recorded (:meth:`live_upload`): its transcript is used, and
+        the clip is sent again only if that upload failed.
 
         >>> s.ask_audio("question.wav").answer     # doctest: +SKIP
         """
-        number = self._turns.ask(audio, stream=stream, on_token=on_token, on_status=on_status)
+        number = self._turns.ask(audio, stream=stream, on_token=on_token, on_status=on_status,
+                                 live=live)
         turn = self.turn(number)
         if self.speak and turn.answer:
             self._say(turn.answer)
         return turn
+
+    def live_upload(self) -> LiveUpload | None:
+        """An upload to AssemblyAI's Sync API to feed 16 kHz PCM while recording
+        (``write(pcm)``, then :meth:`ask_audio` with ``live=``), so that after Stop only the
+        last stretch is waited for; None when this session's speech-to-text has none."""
+        opener = getattr(self._turns.backend(), "open_live", None)
+        return opener(**self._turns.stt_options) if opener else None
+
+    def warm(self) -> None:
+        """Open the speech-to-text connection ahead of a clip (Record pressed), if the
+        backend can; never raises."""
+        warm = getattr(self._turns.backend(), "warm", None)
+        if warm:
+            try:
+                warm()
+            except VoicenbError:
+                pass
 
     def ask_text(self, text: str, *, audio: AudioLike | None = None, stt_backend: str = "text",
                  stt_s: float | None = None, transcript_id: str | None = None,

@@ -5,8 +5,8 @@
 ...     vnb.transcribe(vnb.sim.samples()[0]).text
 'What is the capital of France?'
 
-``running()`` sets ``ASSEMBLYAI_BASE_URL``, ``ASSEMBLYAI_API_KEY``, ``OPENAI_BASE_URL`` and
-``OPENAI_API_KEY`` for the block and puts them back afterwards. From a shell: ``python -m voicenb.sim`` (prints the variables to export).
+``running()`` sets ``ASSEMBLYAI_BASE_URL``, ``ASSEMBLYAI_SYNC_URL``, ``ASSEMBLYAI_API_KEY``,
+``ASSEMBLYAI_STREAMING_URL``, ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` for the block and puts them back afterwards. From a shell: ``python -m voicenb.sim`` (prints the variables to export).
 
 AssemblyAI knobs: processing time (``processing_fixed + processing_factor * audio seconds``), a
 concurrency limit (excess jobs stay ``queued``), upload bandwidth, and injected faults, one at
@@ -32,6 +32,7 @@ from ..audio import Audio, AudioLike
 from ._assemblyai import AssemblyAIService, Job
 from ._openai import OpenAIService
 from ._streaming import StreamingService
+from ._sync import SyncService
 from ._registry import SAMPLES, Registry, samples
 from ._server import FAULT_KINDS, App, Fault, _Server
 
@@ -39,8 +40,8 @@ __all__ = ["Simulator", "running", "auto", "samples", "Fault", "FAULT_KINDS", "E
 
 ASSEMBLYAI_KEY = "sim-assemblyai-key"
 OPENAI_KEY = "sim-openai-key"
-ENV_VARS = ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_API_KEY", "ASSEMBLYAI_STREAMING_URL",
-            "OPENAI_BASE_URL", "OPENAI_API_KEY")
+ENV_VARS = ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_SYNC_URL", "ASSEMBLYAI_API_KEY",
+            "ASSEMBLYAI_STREAMING_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
 
 
 class Simulator:
@@ -68,6 +69,7 @@ class Simulator:
         max_streaming_sessions: int | None = None,
         streaming_realtime_slack_s: float | None = 1.0,
         hear: bool | str = False,
+        sync_processing_s: float = 0.134,
     ) -> None:
         self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
         #: the local engine that hears audio the simulator does not know (None: placeholder)
@@ -78,6 +80,8 @@ class Simulator:
             self.app, self.registry, key=assemblyai_key, processing_fixed=processing_fixed,
             processing_factor=processing_factor, concurrency=concurrency,
             upload_bandwidth=upload_bandwidth)
+        self.sync = SyncService(self.app, self.registry, key=assemblyai_key,
+                                processing_s=sync_processing_s)
         self.openai = OpenAIService(self.app, self.registry, key=openai_key, ttft=ttft,
                                     token_rate=token_rate, context_window=context_window)
         self.streaming = StreamingService(self.registry, key=assemblyai_key,
@@ -117,7 +121,8 @@ class Simulator:
 
     def env(self) -> dict[str, str]:
         """The environment variables that point voicenb (and the vendors' SDKs) here."""
-        env = {"ASSEMBLYAI_BASE_URL": self.url, "ASSEMBLYAI_API_KEY": self.assemblyai.key,
+        env = {"ASSEMBLYAI_BASE_URL": self.url, "ASSEMBLYAI_SYNC_URL": self.url,
+               "ASSEMBLYAI_API_KEY": self.assemblyai.key,
                "ASSEMBLYAI_STREAMING_URL": self.streaming.url,
                "OPENAI_BASE_URL": f"{self.url}/v1"}
         if self.openai.key is not None:
@@ -245,7 +250,8 @@ def auto(*, samples: str | os.PathLike[str] | None = None, **knobs: Any) -> Simu
     env = sim.env()
     simulated = []
     if simulate_stt:
-        for name in ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_API_KEY", "ASSEMBLYAI_STREAMING_URL"):
+        for name in ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_SYNC_URL", "ASSEMBLYAI_API_KEY",
+                     "ASSEMBLYAI_STREAMING_URL"):
             os.environ[name] = env[name]
         simulated.append(("ASSEMBLYAI_API_KEY", "transcripts"))
     if simulate_llm:

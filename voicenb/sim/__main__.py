@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds before the first token of an answer (default 0.05)")
     parser.add_argument("--token-rate", type=float, default=200.0,
                         help="answer tokens per second (default 200)")
+    parser.add_argument("--sync-processing", type=float, default=0.134,
+                        help="seconds the Sync API takes after a clip's last byte "
+                             "(default 0.134, AssemblyAI's published figure)")
     parser.add_argument("--fault-rate", type=float, default=0.0,
                         help="fraction of requests that fail at random (default 0)")
     parser.add_argument("--no-hear", dest="hear", action="store_false",
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                     processing_factor=args.processing_factor, concurrency=args.concurrency,
                     upload_bandwidth=args.upload_bandwidth, ttft=args.ttft,
                     token_rate=args.token_rate, fault_rate=args.fault_rate,
-                    hear=args.hear).start()
+                    hear=args.hear, sync_processing_s=args.sync_processing).start()
     # One line a shell can eval, first, on stdout; the words for people on stderr.
     print("export " + " ".join(f"{name}={value}" for name, value in sim.env().items()),
           flush=True)

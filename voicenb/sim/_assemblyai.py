@@ -19,7 +19,11 @@ from ..audio import Audio
 from ._registry import Registry
 from ._server import App, Request, Response, error
 
-SPEECH_MODELS = ("universal-3-5-pro", "universal-2")
+#: The pre-recorded models the API accepts in ``speech_models`` (November 2026):
+#: universal-3-5-pro is deprecated but served; universal-3-pro, best, nano, slam-1 are refused.
+SPEECH_MODELS = ("assemblyai-stt-3-7", "universal-3-5-pro", "universal-2")
+#: What a request without ``speech_models`` runs on an account created since 2026-11-17.
+ACCOUNT_DEFAULT_MODEL = "assemblyai-stt-3-7"
 AUTH_ERROR = "Authentication error, API token missing/invalid"
 RANDOM_ERROR = ("Transcoding failed (simulated: error_rate). The simulator was told to fail "
                 "this fraction of transcripts.")
@@ -72,6 +76,8 @@ class AssemblyAIService:
         self.upload_bandwidth = upload_bandwidth
         self.base_url = ""
         self.error_rate = 0.0
+        #: the model a request that names none runs on (an older account: universal-3-5-pro)
+        self.account_default = ACCOUNT_DEFAULT_MODEL
         self._error_rng = random.Random(getattr(app, "seed", 0))
         self.jobs: dict[str, Job] = {}
         self._queue: list[Job] = []
@@ -184,14 +190,9 @@ class AssemblyAIService:
         audio_url = body.get("audio_url")
         if not isinstance(audio_url, str) or not audio_url:
             return error(400, "audio_url is required")
-        if "speech_model" in body and body["speech_model"] is not None:
-            return error(400, "speech_model parameter is deprecated. Use speech_models instead.")
-        models = body.get("speech_models", list(SPEECH_MODELS))
-        if (not isinstance(models, list) or not models
-                or any(m not in SPEECH_MODELS for m in models)):
-            allowed = ", ".join(f'"{m}"' for m in SPEECH_MODELS)
-            return error(400, f'"speech_models" must be a non-empty list containing one or more '
-                              f"of: {allowed}")
+        refused = _refused_models(body)
+        if refused:
+            return error(400, refused)
         now = time.monotonic()
         text, err, audio_s = self._hear(audio_url)
         if err is None and self._random_error():
@@ -299,7 +300,7 @@ class AssemblyAIService:
         status = job.status(now)
         done = status == "completed"
         words = _words(job.text, job.audio_s) if done else None
-        return {
+        body = {
             "id": job.id,
             "status": status,
             "audio_url": job.audio_url,
@@ -311,9 +312,7 @@ class AssemblyAIService:
             "language_code": job.options.get("language_code", "en_us"),
             "punctuate": job.options.get("punctuate", True),
             "format_text": job.options.get("format_text", True),
-            "speech_models": job.options.get("speech_models", list(SPEECH_MODELS)),
-            "speech_model_used": (job.options.get("speech_models") or SPEECH_MODELS)[0]
-            if done else None,
+            "speech_models": job.options.get("speech_models"),
             "speech_model": None,
             "language_model": "assemblyai_default",
             "acoustic_model": "assemblyai_default",
@@ -323,9 +322,30 @@ class AssemblyAIService:
             "summarization": False,
             "language_confidence_threshold": None,
             "language_confidence": None,
-            "error": job.error if status == "error" else None,
-            "simulated": True,
         }
+        # The schema types these as strings (no null) and allows no other properties.
+        if status == "error":
+            body["error"] = job.error
+        if done:
+            body["speech_model_used"] = (job.options.get("speech_models")
+                                         or [self.account_default])[0]
+        return body
+
+
+def _refused_models(body: dict[str, Any]) -> str | None:
+    """The 400 message for a request naming a model the API no longer takes, else None."""
+    if body.get("speech_model") is not None:
+        return ('The "speech_model" parameter is no longer supported. Use "speech_models", a '
+                "list of models in priority order, e.g. [\"assemblyai-stt-3-7\", "
+                "\"universal-2\"].")
+    models = body.get("speech_models")
+    if models is None:
+        return None
+    if (not isinstance(models, list) or not models
+            or any(m not in SPEECH_MODELS for m in models)):
+        allowed = ", ".join(f'"{m}"' for m in SPEECH_MODELS)
+        return f'"speech_models" must be a non-empty list containing one or more of: {allowed}'
+    return None
 
 
 def _iso(wall: float) -> str:

@@ -76,7 +76,10 @@ class Request:
         rfile = self._handler.rfile
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             while True:
-                size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = rfile.readline()
+                if not line:  # the client hung up: an aborted body is not a whole one
+                    raise ConnectionError("client closed mid-body")
+                size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     while rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass

@@ -48,9 +48,10 @@ def get_backend(name: str | None = None, settings: Settings | None = None,
         factory = lambda: OpenAITranscriber(settings=cfg)  # noqa: E731
     else:
         cfg = cfg.replace(assemblyai_api_key=api_key)
-        key = (cfg.stt, cfg.assemblyai_api_key, cfg.assemblyai_base_url, cfg.connect_timeout,
-               cfg.read_timeout, cfg.max_retries, cfg.backoff, cfg.max_retry_after,
-               cfg.poll_timeout)
+        key = (cfg.stt, cfg.assemblyai_api_key, cfg.assemblyai_base_url,
+               cfg.assemblyai_sync_url, cfg.assemblyai_api, cfg.sync_model, cfg.speech_models,
+               cfg.connect_timeout, cfg.read_timeout, cfg.max_retries, cfg.backoff,
+               cfg.max_retry_after, cfg.poll_timeout)
         factory = lambda: AssemblyAI(settings=cfg)  # noqa: E731
     # One client per key and URL, so its connection pool and its learned poll timing are reused.
     with _clients_lock:

@@ -19,7 +19,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import IO, Any
 
-from .._config import Settings, resolve
+from .._config import ASSEMBLYAI_APIS, Settings, resolve
 from .._errors import (
     AuthenticationError,
     ConfigError,
@@ -31,10 +31,9 @@ from .._errors import (
 )
 from .._http import HttpClient, clean_key, field
 from ..audio import ASSEMBLYAI_MAX_BYTES, Audio, AudioLike, as_audio
+from . import sync
 from .base import Checkpoint, OnItemStage, OnStage, Transcript, source_name
 
-#: Models in priority order; AssemblyAI routes to the first one available for the audio.
-DEFAULT_SPEECH_MODELS = ("universal-3-5-pro", "universal-2")
 TERMINAL_STATUSES = ("completed", "error")
 #: consecutive failed status checks tolerated while waiting
 MAX_POLL_FAILURES = 3
@@ -59,7 +58,6 @@ def submit(http: HttpClient, audio_url: str, **options: Any) -> dict[str, Any]:
     """POST ``/v2/transcript`` once (creating a transcript is billed: it is never re-sent
     blindly); ``options`` are passed through (``speech_models``, ...)."""
     payload = {"audio_url": audio_url, **options}
-    payload.setdefault("speech_models", list(DEFAULT_SPEECH_MODELS))
     return http.request("POST", "/v2/transcript", json=payload, retry=False)
 
 
@@ -228,9 +226,69 @@ class AssemblyAI:
         )
         self.poll = poll or PollPolicy()
         self._estimator = _Estimator()
+        if self.settings.assemblyai_api not in ASSEMBLYAI_APIS:
+            raise ConfigError(
+                f"Unknown AssemblyAI API {self.settings.assemblyai_api!r}: choose one of "
+                f"{', '.join(ASSEMBLYAI_APIS)} (Settings(assemblyai_api=...) or "
+                "VOICENB_ASSEMBLYAI_API).")
+        sync_url = self.settings.assemblyai_sync_url
+        #: the Sync API's client (None: not used, see Settings.assemblyai_sync_url)
+        self.sync_http = HttpClient("AssemblyAI", sync_url, {"Authorization": key},
+                                    self.settings, pool_size=pool_size) if sync_url else None
+        if self.settings.assemblyai_api == "sync" and self.sync_http is None:
+            raise ConfigError(
+                "assemblyai_api='sync' needs the Sync API's URL: ASSEMBLYAI_BASE_URL points "
+                "away from AssemblyAI, so set ASSEMBLYAI_SYNC_URL too (voicenb.sim sets both).")
 
     def __repr__(self) -> str:
         return f"AssemblyAI(base_url={self.settings.assemblyai_base_url!r})"
+
+    # the Sync API ------------------------------------------------------------------------------
+
+    def takes_sync(self, audio: Audio, options: dict[str, Any],
+                   resume: Checkpoint | None = None) -> bool:
+        """Whether this clip goes to the Sync API: it is on, nothing of an async attempt is
+        there to reuse, and the API takes the clip and the options."""
+        if self.sync_http is None or self.settings.assemblyai_api == "async":
+            return False
+        if resume is not None and (resume.upload_url or resume.transcript_id):
+            return False
+        return sync.eligible(audio, options)
+
+    def transcribe_sync(self, audio: AudioLike, **options: Any) -> Transcript:
+        """One request to the Sync API (``/v1/transcribe``)."""
+        if self.sync_http is None:
+            raise ConfigError("The Sync API is off: set ASSEMBLYAI_SYNC_URL (see the README).")
+        t0 = time.monotonic()
+        audio = as_audio(audio)
+        body, audio_type, config = sync._as_sent(audio)
+        model = self.settings.sync_model
+        try:
+            data = sync.transcribe(self.sync_http, model, body, audio_type,
+                                   {**config, **options})
+        except ServiceError as exc:
+            if exc.status_code != 400:
+                raise
+            raise TranscriptionError(  # the clip itself was refused: the same as a failed job
+                f"AssemblyAI could not transcribe {audio.name!r}: {exc.detail}",
+                detail=exc.detail, service="AssemblyAI", status_code=400) from None
+        elapsed = time.monotonic() - t0
+        return sync.to_transcript(data, model, audio_s=audio.duration, upload_s=0.0,
+                                  transcribe_s=elapsed, stt_s=elapsed, source=audio.name)
+
+    def open_live(self, *, sample_rate: int = 16000, channels: int = 1,
+                  **options: Any) -> sync.LiveUpload | None:
+        """A :class:`~voicenb.stt.sync.LiveUpload` to feed while recording, or None when the
+        Sync API is off (then transcribe the finished clip as usual)."""
+        if self.sync_http is None or self.settings.assemblyai_api == "async" or (
+                set(options) - sync.OPTIONS):
+            return None
+        return sync.LiveUpload(self.sync_http, self.settings.sync_model,
+                               sample_rate=sample_rate, channels=channels, **options)
+
+    def warm(self) -> bool:
+        """Open the Sync API's connection ahead of the clip (when Record is pressed)."""
+        return self.sync_http is not None and sync.warm(self.sync_http, self.settings.sync_model)
 
     # stages --------------------------------------------------------------------------------
 
@@ -253,6 +311,9 @@ class AssemblyAI:
         for this ``audio_url`` before it is submitted again. Returns its JSON (or its
         list item), with at least ``id``."""
         since = time.time() - SUBMIT_CLOCK_SKEW_S
+        models = self.settings.speech_model_list
+        if models is not None and "speech_model" not in options:
+            options = {"speech_models": models, **options}
         attempt = 0
         while True:
             try:
@@ -320,8 +381,22 @@ class AssemblyAI:
 
         ``resume`` skips what an earlier attempt did (the upload, or the submitted transcript,
         which is waited for rather than paid for twice); ``on_stage`` hears each stage (see
-        :mod:`voicenb.stt.base`).
+        :mod:`voicenb.stt.base`). A clip the Sync API takes (up to 120 s, see
+        :mod:`voicenb.stt.sync`) goes there instead: one request, no upload, no polling.
         """
+        audio = as_audio(audio)
+        if self.takes_sync(audio, options, resume):
+            if on_stage:
+                on_stage("started", None)
+            try:
+                transcript = self.transcribe_sync(audio, **options)
+            except ServiceError as exc:  # a clip it does not take after all: the async API
+                if exc.status_code not in sync.REFUSALS or self.settings.assemblyai_api == "sync":
+                    raise
+            else:
+                if on_stage:
+                    on_stage("done", transcript)
+                return transcript
         job = self._start(audio, options, progress=progress, resume=resume, on_stage=on_stage)
         data, polls = self.wait(job.id, audio_s=job.audio_s, since=job.submitted)
         try:

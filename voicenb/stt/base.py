@@ -87,6 +87,8 @@ class Transcript:
     transcribe_s: float | None = None
     polls: int = 0
     stt_s: float | None = None
+    #: the speech model that ran, as the service reported it
+    speech_model: str | None = None
     #: where the audio came from (a path or "<bytes>") and where the service keeps it
     source: str | None = None
     audio_url: str | None = field(default=None, repr=False)
@@ -106,6 +108,7 @@ class Transcript:
             error=data.get("error") if status != "completed" else None,
             confidence=data.get("confidence"),
             audio_url=data.get("audio_url"),
+            speech_model=data.get("speech_model_used"),
             **extra,
         )
 
@@ -120,7 +123,7 @@ class Transcript:
                    backend=row.get("stt_backend") or "", audio_s=row.get("audio_s"),
                    confidence=row.get("confidence"), upload_s=row.get("upload_s"),
                    transcribe_s=row.get("transcribe_s"), polls=row.get("polls") or 0,
-                   stt_s=row.get("stt_s"))
+                   stt_s=row.get("stt_s"), speech_model=row.get("speech_model"))
 
     def to_row(self) -> dict[str, Any]:
         """The history columns this transcript fills."""
@@ -134,6 +137,7 @@ class Transcript:
             "transcribe_s": self.transcribe_s,
             "polls": self.polls,
             "stt_s": self.stt_s,
+            "speech_model": self.speech_model,
         }
 
     def as_dict(self) -> dict[str, Any]:

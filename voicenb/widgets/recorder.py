@@ -15,6 +15,7 @@ for long recordings); only our own button shows, and nothing is played back.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,14 @@ class TurnsMixin:
                   [clip.read()])
 
 
+@dataclass(frozen=True)
+class _Recording:
+    """A clip recorded in the page, and its upload made while it was recorded (or None)."""
+
+    wav: bytes
+    live: Any = None
+
+
 class Recorder(TurnsMixin, anywidget.AnyWidget):
     """The recorder widget of a :class:`~voicenb.Session` (use ``session.recorder()``).
 
@@ -105,6 +114,7 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
         self.session = session
         self.show_turns = show_turns
         self._pcm: bytearray | None = None  # the recording in progress
+        self._live: Any = None  # its upload to the Sync API while it is recorded, if any
         self._mic: Any = None  # this machine's microphone, when the page has none
         self._lock = threading.Lock()
         # Recordings become turns one at a time, in order, on a thread that leaves when idle.
@@ -135,9 +145,17 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
         return self._worker.wait(timeout)
 
     def begin(self) -> None:
-        """A recording starts (the page's Record button)."""
+        """A recording starts (the page's Record button): the audio is uploaded to
+        AssemblyAI's Sync API as it comes, when the session's speech-to-text allows."""
+        try:
+            live = self.session.live_upload()
+        except VoicenbError:  # no key yet, say: the turn will say so, with the clip kept
+            live = None
         with self._lock:
             self._pcm = bytearray()
+            old, self._live = self._live, live
+        if old is not None:
+            old.abort()
         self._set("recording")
 
     def feed(self, pcm: bytes) -> None:
@@ -145,25 +163,35 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
         with self._lock:
             if self._pcm is not None:
                 self._pcm += pcm
+                if self._live is not None:
+                    self._live.write(pcm)
 
     def end(self) -> bool:
         """The recording stops (the page's Stop button): it becomes a turn unless it is too
         short or silent. Returns whether it was queued."""
         with self._lock:
             pcm, self._pcm = self._pcm, None
+            live, self._live = self._live, None
         if pcm is None:
             return False
         seconds = len(pcm) / 2 / RATE
+        dropped = "nothing was sent" if live is None else "it was not transcribed"
+        if live is not None:
+            if seconds < MIN_SECONDS or pcm_is_silent(pcm):
+                live.abort()  # dropped before the service made a transcript of it
+                live = None
+            else:
+                live.close()  # the service transcribes the last stretch from now
         if seconds < MIN_SECONDS:
-            self._set("short", f"too short ({seconds:.1f} s), so nothing was sent: press "
+            self._set("short", f"too short ({seconds:.1f} s), so {dropped}: press "
                                "Record, ask your question, then press Stop")
             return False
         if pcm_is_silent(pcm):
-            self._set("silent", "nothing was heard, so nothing was sent: check that the "
+            self._set("silent", f"nothing was heard, so {dropped}: check that the "
                                 "microphone is on and not muted, then record again")
             return False
         self._set("started")
-        self.submit(pcm_to_wav(bytes(pcm), RATE))
+        self.submit(_Recording(pcm_to_wav(bytes(pcm), RATE), live))
         return True
 
     def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:
@@ -208,6 +236,9 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
 
     def _run_turn(self, audio: Any) -> Turn | None:
         self.transcript = self.answer = ""
+        live = None
+        if isinstance(audio, _Recording):
+            audio, live = audio.wav, audio.live
 
         def on_status(turn: int, status: str) -> None:
             if status == "answering":
@@ -216,7 +247,7 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
 
         try:
             turn = self.session.ask_audio(
-                audio, on_status=on_status,
+                audio, on_status=on_status, live=live,
                 on_token=Streamed(lambda text: setattr(self, "answer", text)))
         except VoicenbError as exc:
             self._set("error", str(exc))
@@ -267,6 +298,8 @@ class WebRTCRecorder(Recorder):
         self.button.description = "Stop" if recording else "Record"
         self.button.icon = "stop" if recording else "microphone"
         self.audio_recorder.recording = recording
+        if recording:  # open the connection while the question is spoken
+            threading.Thread(target=self.session.warm, daemon=True).start()
         self._set("recording" if recording else "started")
 
     def _on_audio(self, change: dict[str, Any]) -> None:

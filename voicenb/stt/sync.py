@@ -1,0 +1,194 @@
+"""AssemblyAI's Sync API: a short clip in, its transcript out, in one HTTP request.
+
+:func:`transcribe` posts a whole clip to ``/v1/transcribe``; :class:`LiveUpload` posts the
+clip to ``/v1/transcribe/live`` while it is being recorded (a chunked ``multipart/form-data``
+body whose ``config`` part goes first), so once the speaker stops only the last stretch is
+waited for; :func:`warm` opens the connection ahead of time (``/v1/warm``). The model is the
+``X-AAI-Model`` header. The API takes 80 ms to 120 s of 16-bit WAV or raw PCM S16LE at 8 to
+48 kHz, 40 MB at most: :func:`eligible` says whether a clip qualifies (anything else takes
+the async API, see :class:`~voicenb.stt.assemblyai.AssemblyAI`).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import secrets
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from typing import Any
+
+from .._errors import ServiceError, VoicenbError
+from .._http import HttpClient
+from ..audio import Audio
+from .base import Transcript
+
+MODEL_HEADER = "X-AAI-Model"
+MIN_S, MAX_S = 0.08, 120.0
+MAX_BYTES = 40 * 1000 * 1000
+RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+#: the options the Sync API's ``config`` part takes; any other option needs the async API
+OPTIONS = frozenset({"prompt", "keyterms_prompt", "conversation_context", "language_codes",
+                     "timestamps"})
+#: statuses after which the async API is tried instead: the clip is not one it takes
+REFUSALS = (413, 415)
+BACKEND = "assemblyai-sync"
+
+
+def eligible(audio: Audio, options: dict[str, Any]) -> bool:
+    """True when the Sync API takes this clip and these options (a clip it would have to be
+    decoded for is sent as 16 kHz PCM)."""
+    if set(options) - OPTIONS:
+        return False
+    try:
+        seconds = audio.duration
+    except VoicenbError:
+        return False
+    return MIN_S <= seconds <= MAX_S and seconds * 32_000 <= MAX_BYTES
+
+
+def _as_sent(audio: Audio) -> tuple[bytes, str, dict[str, Any]]:
+    """(bytes, content type, config) to send: a 16-bit WAV at a supported rate as it is,
+    anything else decoded to 16 kHz mono PCM."""
+    if audio.format == "wav" and audio.size <= MAX_BYTES:
+        with audio.open() as fh, wave.open(fh, "rb") as w:
+            ok = w.getsampwidth() == 2 and w.getframerate() in RATES and w.getnchannels() <= 2
+        if ok:
+            return audio.read(), "audio/wav", {}
+    return audio.pcm16k(), "audio/pcm", {"sample_rate": 16000, "channels": 1}
+
+
+class _Multipart:
+    """The body framing, written out as it goes so a live upload can start before its audio
+    exists (``config`` first: the service decodes audio as it lands)."""
+
+    def __init__(self) -> None:
+        self.boundary = secrets.token_hex(16)
+        self.content_type = f"multipart/form-data; boundary={self.boundary}"
+
+    def head(self, config: dict[str, Any], audio_type: str) -> bytes:
+        filename = "audio.pcm" if audio_type == "audio/pcm" else "audio.wav"
+        return (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"config\"\r\n"
+                f"Content-Type: application/json\r\n\r\n{json.dumps(config)}\r\n"
+                f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"audio\"; "
+                f"filename=\"{filename}\"\r\nContent-Type: {audio_type}\r\n\r\n").encode()
+
+    def tail(self) -> bytes:
+        return f"\r\n--{self.boundary}--\r\n".encode()
+
+
+def transcribe(http: HttpClient, model: str, audio: bytes, audio_type: str,
+               config: dict[str, Any]) -> dict[str, Any]:
+    """POST a whole clip to ``/v1/transcribe``; the SyncTranscriptResponse JSON."""
+    body = _Multipart()
+    return http.request("POST", "/v1/transcribe",
+                        data=body.head(config, audio_type) + audio + body.tail(),
+                        headers={MODEL_HEADER: model, "Content-Type": body.content_type})
+
+
+def warm(http: HttpClient, model: str) -> bool:
+    """GET ``/v1/warm``: opens the pooled connection now; False if it cannot be opened."""
+    try:
+        http.request("GET", "/v1/warm", headers={MODEL_HEADER: model}, retry=False)
+    except ServiceError as exc:
+        return exc.status_code is not None  # any answer means the connection is open
+    return True
+
+
+def to_transcript(data: dict[str, Any], model: str, **extra: Any) -> Transcript:
+    """A :class:`Transcript` from a SyncTranscriptResponse (``model`` is the one routed to:
+    the response does not name it)."""
+    return Transcript(text=data.get("text") or "", id=data.get("session_id"),
+                      confidence=data.get("confidence"), backend=BACKEND, polls=0,
+                      speech_model=model, **extra)
+
+
+class LiveUpload:
+    """A clip uploaded to ``/v1/transcribe/live`` while it is recorded.
+
+    ``write(pcm)`` queues 16-bit PCM as it is captured (never blocks); ``finish()`` ends the
+    audio and returns the :class:`Transcript`; ``abort()`` drops the request. The request
+    runs on its own thread from the moment the upload is opened.
+    """
+
+    def __init__(self, http: HttpClient, model: str, *, sample_rate: int = 16000,
+                 channels: int = 1, **config: Any) -> None:
+        self.model = model
+        self.sample_rate, self.channels = sample_rate, channels
+        self._chunks: queue.Queue[bytes | None] = queue.Queue()
+        self._bytes = 0
+        self._closed = self._aborted = False
+        self._result: dict[str, Any] | BaseException | None = None
+        self._last_byte = self._stopped = 0.0
+        self.t0 = time.monotonic()
+        body = _Multipart()
+        head = body.head({**config, "sample_rate": sample_rate, "channels": channels},
+                         "audio/pcm")
+
+        def produce() -> Iterator[bytes]:
+            yield head
+            while (chunk := self._chunks.get()) is not None:
+                yield chunk
+            if self._aborted:
+                raise _Aborted
+            self._last_byte = time.monotonic()
+            yield body.tail()
+
+        def run() -> None:
+            try:
+                self._result = http.request(
+                    "POST", "/v1/transcribe/live", data=produce(), retry=False,
+                    headers={MODEL_HEADER: model, "Content-Type": body.content_type})
+            except BaseException as exc:  # handed to finish()
+                self._result = exc
+
+        self._thread = threading.Thread(target=run, name="voicenb-sync-live", daemon=True)
+        self._thread.start()
+
+    @property
+    def seconds(self) -> float:
+        """How much audio was written so far."""
+        return self._bytes / (2 * self.channels * self.sample_rate)
+
+    def write(self, pcm: bytes) -> None:
+        if self._closed:
+            raise RuntimeError("this live upload is finished; open another")
+        if pcm:
+            self._bytes += len(pcm)
+            self._chunks.put(bytes(pcm))
+
+    def close(self) -> None:
+        """End the audio (the recording stopped); the service transcribes the last stretch
+        while :meth:`finish` is still to be called."""
+        if not self._closed:
+            self._closed = True
+            self._stopped = time.monotonic()
+            self._chunks.put(None)
+
+    def finish(self, timeout: float = 60.0) -> Transcript:
+        """End the audio if still open and wait for the transcript: ``stt_s`` is the wait
+        from the end of the recording, ``transcribe_s`` from the last byte sent."""
+        self.close()
+        stopped = self._stopped
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise ServiceError(f"AssemblyAI's Sync API gave no answer {timeout:.0f} s after "
+                               "the recording ended.", service="AssemblyAI")
+        if isinstance(self._result, BaseException):
+            raise self._result
+        done = time.monotonic()
+        return to_transcript(self._result or {}, self.model, audio_s=self.seconds,
+                             transcribe_s=done - (self._last_byte or done),
+                             stt_s=done - stopped, upload_s=0.0)
+
+    def abort(self) -> None:
+        """Drop the request; nothing it may still return is kept."""
+        if not self._closed:
+            self._closed = self._aborted = True
+            self._chunks.put(None)
+
+
+class _Aborted(Exception):
+    """Raised inside the body producer to drop an aborted upload's connection."""
