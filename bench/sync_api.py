@@ -80,7 +80,7 @@ def run(n: int = 20, fixed: float = 3.0) -> dict:
             pcm = vnb.Audio(clip).pcm16k()
             for i in range(0, len(pcm), 3200):  # 100 ms chunks, as the recorder sends them
                 live.write(pcm[i:i + 3200])
-            t = live.finish()  # stt_s: from the end of the recording to the transcript
+            t = live.result()  # stt_s: from the end of the recording to the transcript
             out["live"].append(t.stt_s)
             out["live_ids"].append(t.id)
         service = _served(env)

@@ -43,6 +43,9 @@ def test_speech_streamed_while_recording_becomes_a_turn(session, sample, sim):
     assert df["stt_backend"].tolist() == ["assemblyai-sync"]
     assert [r.path for r in sim.sync.served] == ["/v1/transcribe/live"]
     assert sim.stats["uploads"] == sim.stats["transcripts"] == 0
+    row = df.iloc[0]  # the stages still add up to the turn's total
+    stages = sum(row[c] or 0.0 for c in vnb.history.TOP)
+    assert stages == pytest.approx(row["total_s"], rel=0.01)
 
 
 def test_without_the_sync_api_the_recording_is_sent_after_stop(session, sample, sim,

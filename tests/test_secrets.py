@@ -130,8 +130,10 @@ def test_no_key_in_anything_the_python_api_leaves_behind(canary_sim, tmp_path, d
     mixed = vnb.Session("mixed", home=str(home), settings=fast.replace(openai_api_key=WRONG_OAI))
     expect_error(mixed.ask_audio, samples[0])
     # other failures: rate limited after retries, timeouts, nothing listening
-    sim.inject("429", "/v2/upload", times=10, retry_after=0)
+    sim.inject("429", "/v1/transcribe", times=10, retry_after=0)  # the Sync API
     expect_error(vnb.transcribe, samples[0], settings=fast)
+    sim.inject("429", "/v2/upload", times=10, retry_after=0)
+    expect_error(vnb.transcribe, samples[0], settings=fast.replace(assemblyai_api="async"))
     sim.inject("429", "/v1/chat/completions", times=10, retry_after=0)
     expect_error(vnb.ask, "Busy?", settings=fast.replace(max_retries=0))
     sim.inject("slow", "/v1/chat/completions", delay=3)

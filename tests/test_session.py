@@ -10,6 +10,10 @@ import pytest
 import voicenb as vnb
 from voicenb.history import NAMES
 
+#: uploads, transcript ids and resumes are the async API's (short clips take the Sync API
+#: by default: tests/test_sync.py)
+pytestmark = pytest.mark.usefixtures("async_api")
+
 FRANCE = "What is the capital of France?"
 
 
@@ -56,7 +60,7 @@ def test_sqlite_table_has_exactly_the_schema(session, sample, home):
     cols = [r[1] for r in db.execute("PRAGMA table_info(turns)")]
     assert tuple(cols) == NAMES
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_a_turn_records_every_stage(session, sim, sample, home):

@@ -104,7 +104,7 @@ def test_auto_without_keys_transcribes_on_this_machine(sample, monkeypatch, tmp_
 
 def test_voicenb_stt_auto_is_the_default_when_set(sim, sample, monkeypatch):
     monkeypatch.setenv("VOICENB_STT", "auto")
-    assert vnb.transcribe(sample).backend == "assemblyai"
+    assert vnb.transcribe(sample).backend == "assemblyai-sync"
 
 
 def test_session_records_the_backend_auto_chose(sample, tmp_path, monkeypatch):

@@ -238,7 +238,7 @@ def test_a_live_upload_fed_while_recording_answers_right_after_the_last_chunk(si
 
     threading.Thread(target=record).start()
     fed.wait(30)
-    t = upload.finish()
+    t = upload.result()
     assert t.text == QUESTION and t.backend == "assemblyai-sync"
     assert t.audio_s == pytest.approx(len(pcm) / 32000)
     assert sim.sync.served[-1].path == "/v1/transcribe/live"

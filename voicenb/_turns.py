@@ -112,7 +112,7 @@ class Work:
     #: first-call set-up (clients, the chat's memory) and waiting on other turns, seconds
     setup_s: float = 0.0
     wait_s: float = 0.0
-    #: the clip's upload made while it was recorded (AssemblyAI's Sync API), when there was one
+    #: the clip's upload made while it was recorded (the Sync API), when there was one
     live: Any = None
 
 
@@ -280,7 +280,7 @@ class Pipeline:
             if on_status:
                 on_status(work.turn, "transcribing")
             try:
-                return work.live.finish()
+                return work.live.result()
             except ServiceError:  # refused (over 120 s, say) or broken: send the saved clip
                 pass
         self.silence_check(work)

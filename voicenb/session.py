@@ -163,9 +163,9 @@ class Session:
         return turn
 
     def live_upload(self) -> LiveUpload | None:
-        """An upload to AssemblyAI's Sync API to feed 16 kHz PCM while recording
-        (``write(pcm)``, then :meth:`ask_audio` with ``live=``), so that after Stop only the
-        last stretch is waited for; None when this session's speech-to-text has none."""
+        """An upload to the speech-to-text service (the Sync API) to feed 16 kHz PCM while
+        recording (``write(pcm)``, then :meth:`ask_audio` with ``live=``), so that after Stop
+        only the last stretch is waited for; None when this session's speech-to-text has none."""
         opener = getattr(self._turns.backend(), "open_live", None)
         return opener(**self._turns.stt_options) if opener else None
 

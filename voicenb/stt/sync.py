@@ -40,7 +40,7 @@ BACKEND = "assemblyai-sync"
 def eligible(audio: Audio, options: dict[str, Any]) -> bool:
     """True when the Sync API takes this clip and these options (a clip it would have to be
     decoded for is sent as 16 kHz PCM)."""
-    if set(options) - OPTIONS:
+    if set(options) - OPTIONS or audio.size > MAX_BYTES:
         return False
     try:
         seconds = audio.duration
@@ -52,7 +52,7 @@ def eligible(audio: Audio, options: dict[str, Any]) -> bool:
 def _as_sent(audio: Audio) -> tuple[bytes, str, dict[str, Any]]:
     """(bytes, content type, config) to send: a 16-bit WAV at a supported rate as it is,
     anything else decoded to 16 kHz mono PCM."""
-    if audio.format == "wav" and audio.size <= MAX_BYTES:
+    if audio.format == "wav":
         with audio.open() as fh, wave.open(fh, "rb") as w:
             ok = w.getsampwidth() == 2 and w.getframerate() in RATES and w.getnchannels() <= 2
         if ok:
@@ -108,7 +108,7 @@ def to_transcript(data: dict[str, Any], model: str, **extra: Any) -> Transcript:
 class LiveUpload:
     """A clip uploaded to ``/v1/transcribe/live`` while it is recorded.
 
-    ``write(pcm)`` queues 16-bit PCM as it is captured (never blocks); ``finish()`` ends the
+    ``write(pcm)`` queues 16-bit PCM as it is captured (never blocks); ``result()`` ends the
     audio and returns the :class:`Transcript`; ``abort()`` drops the request. The request
     runs on its own thread from the moment the upload is opened.
     """
@@ -121,7 +121,7 @@ class LiveUpload:
         self._bytes = 0
         self._closed = self._aborted = False
         self._result: dict[str, Any] | BaseException | None = None
-        self._last_byte = self._stopped = 0.0
+        self._last_byte = 0.0
         self.t0 = time.monotonic()
         body = _Multipart()
         head = body.head({**config, "sample_rate": sample_rate, "channels": channels},
@@ -141,7 +141,7 @@ class LiveUpload:
                 self._result = http.request(
                     "POST", "/v1/transcribe/live", data=produce(), retry=False,
                     headers={MODEL_HEADER: model, "Content-Type": body.content_type})
-            except BaseException as exc:  # handed to finish()
+            except BaseException as exc:  # handed to result()
                 self._result = exc
 
         self._thread = threading.Thread(target=run, name="voicenb-sync-live", daemon=True)
@@ -161,17 +161,17 @@ class LiveUpload:
 
     def close(self) -> None:
         """End the audio (the recording stopped); the service transcribes the last stretch
-        while :meth:`finish` is still to be called."""
+        while :meth:`result` is still to be called."""
         if not self._closed:
             self._closed = True
-            self._stopped = time.monotonic()
             self._chunks.put(None)
 
-    def finish(self, timeout: float = 60.0) -> Transcript:
-        """End the audio if still open and wait for the transcript: ``stt_s`` is the wait
-        from the end of the recording, ``transcribe_s`` from the last byte sent."""
+    def result(self, timeout: float = 60.0) -> Transcript:
+        """End the audio if still open and wait for the transcript. ``stt_s`` is this wait
+        (what the caller's turn spent on speech to text: nothing, if the service answered
+        while the turn waited for another); ``transcribe_s`` runs from the last byte sent."""
+        waited_from = time.monotonic()
         self.close()
-        stopped = self._stopped
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise ServiceError(f"AssemblyAI's Sync API gave no answer {timeout:.0f} s after "
@@ -181,7 +181,7 @@ class LiveUpload:
         done = time.monotonic()
         return to_transcript(self._result or {}, self.model, audio_s=self.seconds,
                              transcribe_s=done - (self._last_byte or done),
-                             stt_s=done - stopped, upload_s=0.0)
+                             stt_s=done - waited_from, upload_s=0.0)
 
     def abort(self) -> None:
         """Drop the request; nothing it may still return is kept."""
