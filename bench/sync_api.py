@@ -16,16 +16,15 @@ clip uploaded while it was recorded (then only the wait after the last byte coun
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import statistics
 import time
-import wave
 
 import requests
 
 import voicenb as vnb
+from voicenb.audio import pcm_to_wav
 from voicenb.stt import get_backend
 
 from ._common import pct, sim_process, table
@@ -36,17 +35,10 @@ ASYNC = dict(processing_fixed=3.0, processing_factor=0.008, sync_processing=SYNC
 
 def question(seconds: float, rate: int = 16000) -> bytes:
     """A clip of ``seconds`` of a warbling tone (not silent, not registered)."""
-    n = int(seconds * rate)
     frames = b"".join(int(6000 * math.sin(2 * math.pi * (300 + 50 * math.sin(i / 800)) * i
                                           / rate)).to_bytes(2, "little", signed=True)
-                      for i in range(n))
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(frames)
-    return out.getvalue()
+                      for i in range(int(seconds * rate)))
+    return pcm_to_wav(frames, rate)
 
 
 def _served(env: dict[str, str]) -> dict[str, float]:
@@ -95,7 +87,7 @@ def report(r: dict) -> str:
     a, s, live = (statistics.median(r[k]) for k in ("async", "sync", "live"))
     return table([
         ("measure", "value"),
-        (f"questions (2-10 s), each through both paths", f"{r['n']}"),
+        ("questions (2-10 s), each through both paths", f"{r['n']}"),
         (f"async API (upload, submit, poll; {r['fixed']:.1f} s + RTF 0.008): median / p90",
          f"{a * ms:.0f} / {pct(r['async'], 90) * ms:.0f} ms"),
         ("Sync API, whole clip (one request, ~134 ms service): median / p90",

@@ -172,12 +172,12 @@ class Session:
     def warm(self) -> None:
         """Open the speech-to-text connection ahead of a clip (Record pressed), if the
         backend can; never raises."""
-        warm = getattr(self._turns.backend(), "warm", None)
-        if warm:
-            try:
+        try:
+            warm = getattr(self._turns.backend(), "warm", None)
+            if warm:
                 warm()
-            except VoicenbError:
-                pass
+        except VoicenbError:
+            pass  # the turn itself will say what is wrong
 
     def ask_text(self, text: str, *, audio: AudioLike | None = None, stt_backend: str = "text",
                  stt_s: float | None = None, transcript_id: str | None = None,

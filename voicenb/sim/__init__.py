@@ -14,7 +14,9 @@ a time with :meth:`Simulator.inject` or at random with ``fault_rate``. Transcrip
 a registry (sha256 of the audio -> text; :func:`samples` ship with theirs); anything else is
 answered with a text that says it is simulated (``unknown_text=`` changes it). OpenAI knobs: ``ttft`` (seconds to the first
 token), ``token_rate`` (tokens a second) and ``context_window`` (tokens); answers are
-deterministic and begin "(simulated answer)".
+deterministic and begin "(simulated answer)"; ``sim.openai.credit`` (requests left before
+every billed call answers 429 ``insufficient_quota``; None: no limit) acts out an account
+out of credit. The Sync API answers ``sync_processing_s`` after a clip's last byte.
 """
 
 from __future__ import annotations
@@ -65,7 +67,6 @@ class Simulator:
         context_window: int = 128_000,
         openai_key: str | None = OPENAI_KEY,
         unknown_text: str | None = None,
-        end_silence_ms: int = 640,
         max_streaming_sessions: int | None = None,
         streaming_realtime_slack_s: float | None = 1.0,
         hear: bool | str = False,
@@ -85,7 +86,6 @@ class Simulator:
         self.openai = OpenAIService(self.app, self.registry, key=openai_key, ttft=ttft,
                                     token_rate=token_rate, context_window=context_window)
         self.streaming = StreamingService(self.registry, key=assemblyai_key,
-                                          end_silence_ms=end_silence_ms,
                                           max_sessions=max_streaming_sessions,
                                           realtime_slack_s=streaming_realtime_slack_s)
         self._address = (host, port)

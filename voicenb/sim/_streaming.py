@@ -78,16 +78,14 @@ class _Token:
 
 
 class StreamingService:
-    """``end_silence_ms`` is kept for callers of earlier versions and no longer used: each
-    session now follows its own ``min_turn_silence``/``max_turn_silence`` (the specs'
-    defaults unless the client sets them)."""
+    """The simulated v3 websocket: each session ends its turns after its own
+    ``min_turn_silence``/``max_turn_silence`` (the specs' defaults unless the client sets
+    them)."""
 
-    def __init__(self, registry: Registry, *, key: str, end_silence_ms: int = 640,
-                 max_sessions: int | None = None,
+    def __init__(self, registry: Registry, *, key: str, max_sessions: int | None = None,
                  realtime_slack_s: float | None = 1.0) -> None:
         self.registry = registry
         self.key = key
-        self.end_silence_ms = end_silence_ms
         self.max_sessions = max_sessions
         self.realtime_slack_s = realtime_slack_s
         self.sessions_open = 0

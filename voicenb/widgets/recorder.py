@@ -156,6 +156,8 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
             old, self._live = self._live, live
         if old is not None:
             old.abort()
+        if live is None:  # no upload while speaking: at least open the connection now
+            threading.Thread(target=self.session.warm, daemon=True).start()
         self._set("recording")
 
     def feed(self, pcm: bytes) -> None:
