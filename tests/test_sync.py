@@ -119,11 +119,31 @@ def test_the_history_records_the_api_and_the_model_that_ran(sim, sample, tmp_pat
     assert rows.iloc[0]["polls"] == 0 and rows.iloc[1]["polls"] >= 1
 
 
+def test_a_sync_turn_never_says_it_is_uploading(sim, sample, tmp_path):
+    statuses = []
+    s = vnb.Session("labels", home=tmp_path)
+    s.ask_audio(sample, on_status=lambda turn, status: statuses.append(status))
+    assert "uploading" not in statuses and "transcribing" in statuses
+    statuses.clear()
+    s.ask_audio(_wav(121, tone=True), on_status=lambda turn, status: statuses.append(status))
+    assert "uploading" in statuses  # over 120 s: the async API, upload first
+
+
 def test_a_transient_sync_error_is_retried(sim, sample):
     sim.inject("429", "/v1/transcribe", retry_after=0)
     sim.inject("503", "/v1/transcribe")
+    sim.inject("500", "/v1/transcribe")
     assert vnb.transcribe(sample).text == QUESTION
-    assert sim.stats["fault:429"] == sim.stats["fault:503"] == 1
+    assert sim.stats["fault:429"] == sim.stats["fault:503"] == sim.stats["fault:500"] == 1
+
+
+def test_a_failed_inference_is_sent_again_once_only(sim, sample):
+    # The error guide: 500 and 504 are safe to retry once (the clip may have been billed).
+    sim.inject("500", "/v1/transcribe", times=5)
+    with pytest.raises(vnb.ServiceError) as info:
+        vnb.transcribe(sample)
+    assert info.value.status_code == 500 and "inference_error" in str(info.value)
+    assert sim.stats["fault:500"] == 2
 
 
 # -- the simulator: documented limits and error bodies ---------------------------------------

@@ -186,7 +186,7 @@ class Pipeline:
             number = self.store.start_turn(self.name, status="error", error=str(exc),
                                            audio_path=source_name(item), **base)
             return None, (number, exc)
-        uploads = backend is not None and backend.uploads
+        uploads = backend is not None and backend.uploads_clip(audio, self.stt_options)
         number = self.store.start_turn(
             self.name, status="uploading" if uploads else "transcribing",
             audio_path=str(saved.relative_to(self.store.home)), audio_s=audio_s,
@@ -286,8 +286,9 @@ class Pipeline:
         self.silence_check(work)
         backend = self.backend()
         if on_status:
-            on_status(work.turn, "uploading" if backend.uploads and
-                      work.checkpoint.upload_url is None else "transcribing")
+            uploads = (work.checkpoint.upload_url is None
+                       and backend.uploads_clip(work.audio, self.stt_options))
+            on_status(work.turn, "uploading" if uploads else "transcribing")
         return backend.transcribe(
             work.audio, progress=False, resume=work.checkpoint,
             on_stage=lambda stage, value: self.record_stage(work, stage, value, on_status),

@@ -255,6 +255,10 @@ class AssemblyAI:
             return False
         return sync.eligible(audio, options)
 
+    def uploads_clip(self, audio: Audio, options: dict[str, Any]) -> bool:
+        """False for a clip the Sync API takes (one request, nothing uploaded first)."""
+        return not self.takes_sync(audio, options)
+
     def transcribe_sync(self, audio: AudioLike, **options: Any) -> Transcript:
         """One request to the Sync API (``/v1/transcribe``)."""
         if self.sync_http is None:
@@ -263,15 +267,23 @@ class AssemblyAI:
         audio = as_audio(audio)
         body, audio_type, config = sync._as_sent(audio)
         model = self.settings.sync_model
-        try:
-            data = sync.transcribe(self.sync_http, model, body, audio_type,
-                                   {**config, **options})
-        except ServiceError as exc:
-            if exc.status_code != 400:
-                raise
-            raise TranscriptionError(  # the clip itself was refused: the same as a failed job
-                f"AssemblyAI could not transcribe {audio.name!r}: {exc.detail}",
-                detail=exc.detail, service="AssemblyAI", status_code=400) from None
+        attempt = failed = 0
+        while True:
+            try:
+                data = sync.transcribe(self.sync_http, model, body, audio_type,
+                                       {**config, **options})
+                break
+            except ServiceError as exc:
+                if exc.status_code == 400:  # the clip itself was refused, like a failed job
+                    raise TranscriptionError(
+                        f"AssemblyAI could not transcribe {audio.name!r}: {exc.detail}",
+                        detail=exc.detail, service="AssemblyAI", status_code=400) from None
+                delay = sync.retry_delay(exc, attempt, failed, self.settings)
+                if delay is None:
+                    raise
+                failed += exc.status_code in (500, 504)
+            time.sleep(delay)
+            attempt += 1
         elapsed = time.monotonic() - t0
         return sync.to_transcript(data, model, audio_s=audio.duration, upload_s=0.0,
                                   transcribe_s=elapsed, stt_s=elapsed, source=audio.name)

@@ -51,6 +51,10 @@ class Backend(Protocol):
     #: True when the audio is uploaded first and transcribed as a separate job
     uploads: bool
 
+    def uploads_clip(self, audio: Audio, options: dict[str, Any]) -> bool:
+        """Whether this clip is uploaded first (the turn shows "uploading" until it is)."""
+        ...
+
     def transcribe(self, audio: AudioLike, *, progress: bool = True,
                    on_stage: OnStage | None = None, resume: Checkpoint | None = None,
                    **options: Any) -> Transcript: ...
@@ -167,6 +171,9 @@ class OneRequest:
     uploads = False
     #: how many clips a batch runs at once, at most
     max_workers = 32
+
+    def uploads_clip(self, audio: Audio, options: dict[str, Any]) -> bool:
+        return self.uploads
 
     def transcribe(self, audio: AudioLike, *, progress: bool = True,
                    on_stage: OnStage | None = None, resume: Checkpoint | None = None,

@@ -81,11 +81,27 @@ class _Multipart:
 
 def transcribe(http: HttpClient, model: str, audio: bytes, audio_type: str,
                config: dict[str, Any]) -> dict[str, Any]:
-    """POST a whole clip to ``/v1/transcribe``; the SyncTranscriptResponse JSON."""
+    """POST a whole clip to ``/v1/transcribe`` once (a transcription is billed: see
+    :func:`retry_delay` for when to send it again); the SyncTranscriptResponse JSON."""
     body = _Multipart()
-    return http.request("POST", "/v1/transcribe",
+    return http.request("POST", "/v1/transcribe", retry=False,
                         data=body.head(config, audio_type) + audio + body.tail(),
                         headers={MODEL_HEADER: model, "Content-Type": body.content_type})
+
+
+def retry_delay(exc: ServiceError, attempt: int, failed: int, settings: Any) -> float | None:
+    """Seconds to wait before sending a clip again after ``exc`` (``attempt`` retries so far,
+    ``failed`` of them after a 500 or 504), or None to give up, as the Sync API's error guide
+    says: 429 and 503 (refused before any work) are retried after ``Retry-After`` or a
+    backoff; 500 and 504 are safe to retry once; the rest never."""
+    status = exc.status_code
+    if status in (429, 503) and attempt < settings.max_retries:
+        after = getattr(exc, "retry_after", None)
+        delay = after if after is not None else settings.backoff * 2 ** attempt
+        return min(delay, settings.max_retry_after)
+    if status in (500, 504) and failed == 0:
+        return settings.backoff
+    return None
 
 
 def warm(http: HttpClient, model: str) -> bool:
