@@ -284,3 +284,8 @@ def test_live_upload_is_off_when_the_sync_api_is(sim, monkeypatch):
 def test_pcm_to_wav_round_trips_for_the_simulator(sample):
     pcm = Audio(sample).pcm16k()
     assert Audio(pcm_to_wav(pcm)).pcm16k() == pcm
+
+
+def test_every_backend_records_the_model_that_ran(sim, sample):
+    assert vnb.transcribe(sample, backend="sphinx").speech_model == "pocketsphinx en-us"
+    assert vnb.transcribe(sample, backend="openai").speech_model == "whisper-1"

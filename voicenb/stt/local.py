@@ -49,6 +49,8 @@ def _installed(package: str) -> bool:
 
 class _LocalTranscriber(OneRequest):
     backend = ""
+    #: the model recorded in the history's ``speech_model``
+    speech_model: str | None = None
     #: most clips decoded at once, however many threads ask (the engines are CPU-bound)
     max_workers = 1
 
@@ -67,7 +69,8 @@ class _LocalTranscriber(OneRequest):
             text = self._recognize(prepared, **options)
             t2 = time.monotonic()
         return Transcript(text=" ".join(text.split()), backend=self.backend, audio_s=audio_s,
-                          transcribe_s=t2 - t1, stt_s=t2 - t0, source=audio.name)
+                          transcribe_s=t2 - t1, stt_s=t2 - t0, source=audio.name,
+                          speech_model=self.speech_model or getattr(self, "model_name", None))
 
     def _check(self, options: dict[str, Any]) -> None:
         """Refuse options the engine does not take, before any decoding."""
@@ -90,6 +93,7 @@ class SphinxTranscriber(_LocalTranscriber):
     """
 
     backend = "sphinx"
+    speech_model = "pocketsphinx en-us"
     max_workers = os.cpu_count() or 1
 
     def __init__(self) -> None:

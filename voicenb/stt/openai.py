@@ -59,4 +59,5 @@ class OpenAITranscriber(OneRequest):
         elapsed = time.monotonic() - t0
         text = result if isinstance(result, str) else getattr(result, "text", "")
         return Transcript(text=(text or "").strip(), backend=self.backend, audio_s=audio_s,
-                          transcribe_s=elapsed, stt_s=elapsed, source=audio.name)
+                          transcribe_s=elapsed, stt_s=elapsed, source=audio.name,
+                          speech_model=model)
