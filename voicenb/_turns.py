@@ -276,23 +276,29 @@ class Pipeline:
     def transcribe(self, work: Work, on_status: OnStatus | None = None) -> Transcript:
         if work.transcript is not None:
             return work.transcript
+        lost = 0.0  # seconds spent on a live upload that failed
         if work.live is not None:
             if on_status:
                 on_status(work.turn, "transcribing")
+            t = time.monotonic()
             try:
                 return work.live.result()
             except ServiceError:  # refused (over 120 s, say) or broken: send the saved clip
-                pass
+                work.live.abort()
+                lost = time.monotonic() - t
         self.silence_check(work)
         backend = self.backend()
         if on_status:
             uploads = (work.checkpoint.upload_url is None
                        and backend.uploads_clip(work.audio, self.stt_options))
             on_status(work.turn, "uploading" if uploads else "transcribing")
-        return backend.transcribe(
+        transcript = backend.transcribe(
             work.audio, progress=False, resume=work.checkpoint,
             on_stage=lambda stage, value: self.record_stage(work, stage, value, on_status),
             **self.stt_options)
+        if lost:
+            transcript.stt_s = (transcript.stt_s or 0.0) + lost
+        return transcript
 
     def silence_check(self, work: Work) -> None:
         if work.checkpoint == Checkpoint() and work.audio.is_silent():

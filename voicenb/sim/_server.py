@@ -69,6 +69,7 @@ class Request:
         self.headers = handler.headers
         self.query: dict[str, str] = {}
         self._body_read = False
+        self._body_done = False
 
     def iter_body(self, chunk: int = 1 << 16) -> Iterator[bytes]:
         """The request body in pieces, from Content-Length or chunked encoding."""
@@ -83,6 +84,7 @@ class Request:
                 if size == 0:
                     while rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
+                    self._body_done = True
                     return
                 left = size
                 while left:
@@ -100,6 +102,7 @@ class Request:
                     raise ConnectionError("client closed mid-body")
                 left -= len(block)
                 yield block
+            self._body_done = True
 
     def body(self) -> bytes:
         return b"".join(self.iter_body())
@@ -115,6 +118,11 @@ class Request:
         if not self._body_read:
             for _ in self.iter_body():
                 pass
+
+    @property
+    def half_read(self) -> bool:
+        """The route stopped reading the body part-way (an early refusal)."""
+        return self._body_read and not self._body_done
 
 
 class Response:
@@ -237,6 +245,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 response = fn(request, **match.groupdict())
             request.drain()
+            if request.half_read:  # the rest of the body must not be read as a request
+                response.headers["Connection"] = "close"
+                self.close_connection = True
             self._send(response)
         except (BrokenPipeError, ConnectionError, socket.timeout):
             self.close_connection = True

@@ -28,6 +28,7 @@ from __future__ import annotations
 import array
 import asyncio
 import json
+import logging
 import secrets
 import threading
 import time
@@ -77,6 +78,11 @@ class _Token:
     max_session_s: int
 
 
+#: websockets logs each handshake (the key header, a token in the URL) at DEBUG: not here
+_WS_LOG = logging.getLogger("voicenb.sim.websocket")
+_WS_LOG.setLevel(logging.INFO)
+
+
 class StreamingService:
     """The simulated v3 websocket: each session ends its turns after its own
     ``min_turn_silence``/``max_turn_silence`` (the specs' defaults unless the client sets
@@ -112,6 +118,7 @@ class StreamingService:
 
             async def main() -> None:
                 self._server = await serve(self._handle, host, port, compression=None,
+                                           logger=_WS_LOG,
                                            max_size=2**22, process_request=self._http)
                 sock = next(iter(self._server.sockets))
                 self.url = f"ws://{host}:{sock.getsockname()[1]}"

@@ -82,9 +82,10 @@ class SyncService:
         app.error_shape("/v1/transcribe", lambda status, msg, headers: sync_error(
             status, msg, headers))
         app.error_shape("/v1/warm", lambda status, msg, headers: sync_error(status, msg, headers))
-        app.route("POST", "/v1/transcribe", self.transcribe)
-        app.route("POST", "/v1/transcribe/(?:live|stream)", self.transcribe_live)
-        app.route("GET", "/v1/warm", self.warm)
+        # the /v1 paths, and the unprefixed ones still served for older clients
+        app.route("POST", "(?:/v1)?/transcribe", self.transcribe)
+        app.route("POST", "(?:/v1)?/transcribe/(?:live|stream)", self.transcribe_live)
+        app.route("GET", "(?:/v1)?/warm", self.warm)
         app.route("GET", "/sim/sync", self.log)
 
     def log(self, request: Request) -> Response:
@@ -164,15 +165,18 @@ def _parts(request: Request, *, live: bool) -> list[tuple[dict[str, str], bytes]
         if len(body) > MAX_BYTES + (1 << 16):
             raise _Refused(413, "audio_too_large", f"file exceeds {MAX_BYTES} bytes")
     parts = []
-    for raw in bytes(body).split(b"--" + boundary.encode())[1:]:
+    # RFC 2046: a delimiter is CRLF "--" boundary, then "--" (the end) or CRLF (a part).
+    for raw in (b"\r\n" + bytes(body)).split(b"\r\n--" + boundary.encode())[1:]:
         if raw.startswith(b"--"):
             break
-        head, _, content = raw.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if not raw.startswith(b"\r\n"):
+            raise _Refused(400, "bad_request", "malformed multipart body")
+        head, _, content = raw[2:].partition(b"\r\n\r\n")
         headers = {}
         for line in head.decode("latin-1").split("\r\n"):
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        parts.append((headers, content.removesuffix(b"\r\n")))
+        parts.append((headers, content))
     names = [_name(h) for h, _ in parts]
     if live and "audio" in names and "config" not in names[: names.index("audio")]:
         raise _Refused(400, "bad_request", "the live endpoint needs the config part before "

@@ -253,11 +253,20 @@ class AssemblyAI:
             return False
         if resume is not None and (resume.upload_url or resume.transcript_id):
             return False
+        if self.settings.assemblyai_api == "sync" and not sync.eligible(audio, options):
+            raise ConfigError(
+                f"assemblyai_api='sync', but the Sync API does not take {audio.name!r}: it "
+                "takes 80 ms to 120 s and 40 MB, with the options "
+                f"{', '.join(sorted(sync.OPTIONS))}. Set VOICENB_ASSEMBLYAI_API=auto to send "
+                "such clips to the async API.")
         return sync.eligible(audio, options)
 
     def uploads_clip(self, audio: Audio, options: dict[str, Any]) -> bool:
         """False for a clip the Sync API takes (one request, nothing uploaded first)."""
-        return not self.takes_sync(audio, options)
+        try:
+            return not self.takes_sync(audio, options)
+        except ConfigError:  # said when the clip is transcribed, with the turn recorded
+            return False
 
     def transcribe_sync(self, audio: AudioLike, **options: Any) -> Transcript:
         """One request to the Sync API (``/v1/transcribe``)."""
@@ -274,10 +283,8 @@ class AssemblyAI:
                                        {**config, **options})
                 break
             except ServiceError as exc:
-                if exc.status_code == 400:  # the clip itself was refused, like a failed job
-                    raise TranscriptionError(
-                        f"AssemblyAI could not transcribe {audio.name!r}: {exc.detail}",
-                        detail=exc.detail, service="AssemblyAI", status_code=400) from None
+                if exc.status_code == 400:
+                    raise _refused(exc, audio.name) from None
                 delay = sync.retry_delay(exc, attempt, failed, self.settings)
                 if delay is None:
                     raise
@@ -300,7 +307,8 @@ class AssemblyAI:
 
     def warm(self) -> bool:
         """Open the Sync API's connection ahead of the clip (when Record is pressed)."""
-        return self.sync_http is not None and sync.warm(self.sync_http, self.settings.sync_model)
+        return (self.sync_http is not None and self.settings.assemblyai_api != "async"
+                and sync.warm(self.sync_http, self.settings.sync_model))
 
     # stages --------------------------------------------------------------------------------
 
@@ -482,6 +490,19 @@ class AssemblyAI:
         if status == "error":
             return resume.upload_url, None
         return resume.upload_url, resume.transcript_id
+
+
+def _refused(exc: ServiceError, name: str) -> VoicenbError:
+    """A Sync API 400: the clip (bad_audio, audio_too_short) fails like a failed job; the
+    request itself (bad_request: the model, an option) is a setting to fix."""
+    detail = exc.detail or ""
+    if detail.startswith("bad_request"):
+        return ConfigError(
+            f"AssemblyAI's Sync API refused the request ({detail}). Check VOICENB_SYNC_MODEL "
+            "(Settings.sync_model) and the options passed, or set VOICENB_ASSEMBLYAI_API="
+            "async to use the async API.")
+    return TranscriptionError(f"AssemblyAI could not transcribe {name!r}: {detail}",
+                              detail=detail, service="AssemblyAI", status_code=400)
 
 
 class _Batch:

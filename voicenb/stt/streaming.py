@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import queue
 import threading
 import time
@@ -45,6 +46,10 @@ from .._http import field as response_field
 from ..audio import AudioLike, as_audio
 
 SERVICE = "AssemblyAI streaming"
+#: websockets logs the handshake (the URL with a temporary token, the key header) at DEBUG:
+#: its messages for our connections go to a logger that never shows DEBUG
+_WS_LOG = logging.getLogger("voicenb.streaming.websocket")
+_WS_LOG.setLevel(logging.INFO)
 BACKEND = "assemblyai-streaming"
 #: the longest stretch of sent audio kept for a turn that has not ended (seconds)
 MAX_TURN_S = 300.0
@@ -422,7 +427,7 @@ class RealtimeTranscriber:
             # entry point; entering it gives the one connection on every version.
             return connect(self.url, additional_headers=headers,
                            open_timeout=self.connect_timeout, compression=None, proxy=None,
-                           max_size=2**22).__enter__()
+                           max_size=2**22, logger=_WS_LOG).__enter__()
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise _close_error(1008 if status in (401, 403) else status,

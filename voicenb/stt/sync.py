@@ -124,31 +124,41 @@ def to_transcript(data: dict[str, Any], model: str, **extra: Any) -> Transcript:
 class LiveUpload:
     """A clip uploaded to ``/v1/transcribe/live`` while it is recorded.
 
-    ``write(pcm)`` queues 16-bit PCM as it is captured (never blocks); ``result()`` ends the
-    audio and returns the :class:`Transcript`; ``abort()`` drops the request. The request
-    runs on its own thread from the moment the upload is opened.
+    ``write(pcm)`` queues 16-bit PCM as it is captured (never blocks); ``close()`` ends the
+    audio; ``result()`` ends it if need be and returns the :class:`Transcript`; ``abort()``
+    drops the request (an upload still being fed is cut off, so nothing is transcribed; after
+    ``close()`` whatever comes back is discarded). The request runs on its own thread from
+    the moment the upload is opened; if no audio comes for ``idle_s`` seconds (a page closed
+    mid-recording) the upload aborts itself, so no thread or connection is left waiting.
     """
 
     def __init__(self, http: HttpClient, model: str, *, sample_rate: int = 16000,
-                 channels: int = 1, **config: Any) -> None:
+                 channels: int = 1, idle_s: float = 30.0, **config: Any) -> None:
         self.model = model
         self.sample_rate, self.channels = sample_rate, channels
         self._chunks: queue.Queue[bytes | None] = queue.Queue()
         self._bytes = 0
+        self._lock = threading.Lock()
         self._closed = self._aborted = False
         self._result: dict[str, Any] | BaseException | None = None
         self._last_byte = 0.0
-        self.t0 = time.monotonic()
         body = _Multipart()
         head = body.head({**config, "sample_rate": sample_rate, "channels": channels},
                          "audio/pcm")
 
         def produce() -> Iterator[bytes]:
             yield head
-            while (chunk := self._chunks.get()) is not None:
+            while True:
+                try:
+                    chunk = self._chunks.get(timeout=idle_s)
+                except queue.Empty:
+                    self.abort()
+                    chunk = None
+                if chunk is None:
+                    break
                 yield chunk
             if self._aborted:
-                raise _Aborted
+                raise _Aborted  # drops the connection: the service never gets a whole body
             self._last_byte = time.monotonic()
             yield body.tail()
 
@@ -169,18 +179,21 @@ class LiveUpload:
         return self._bytes / (2 * self.channels * self.sample_rate)
 
     def write(self, pcm: bytes) -> None:
-        if self._closed:
-            raise RuntimeError("this live upload is finished; open another")
-        if pcm:
-            self._bytes += len(pcm)
-            self._chunks.put(bytes(pcm))
+        with self._lock:
+            if self._closed:
+                raise VoicenbError("This live upload has ended (closed or aborted): open "
+                                   "another with open_live() for the next recording.")
+            if pcm:
+                self._bytes += len(pcm)
+                self._chunks.put(bytes(pcm))
 
     def close(self) -> None:
         """End the audio (the recording stopped); the service transcribes the last stretch
         while :meth:`result` is still to be called."""
-        if not self._closed:
-            self._closed = True
-            self._chunks.put(None)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._chunks.put(None)
 
     def result(self, timeout: float = 60.0) -> Transcript:
         """End the audio if still open and wait for the transcript. ``stt_s`` is this wait
@@ -189,7 +202,11 @@ class LiveUpload:
         waited_from = time.monotonic()
         self.close()
         self._thread.join(timeout)
+        if self._aborted:
+            raise ServiceError("This live upload was aborted: it has no transcript.",
+                               service="AssemblyAI")
         if self._thread.is_alive():
+            self.abort()  # whatever it still returns is not kept
             raise ServiceError(f"AssemblyAI's Sync API gave no answer {timeout:.0f} s after "
                                "the recording ended.", service="AssemblyAI")
         if isinstance(self._result, BaseException):
@@ -200,10 +217,13 @@ class LiveUpload:
                              stt_s=done - waited_from, upload_s=0.0)
 
     def abort(self) -> None:
-        """Drop the request; nothing it may still return is kept."""
-        if not self._closed:
-            self._closed = self._aborted = True
-            self._chunks.put(None)
+        """Drop the request; nothing it may still return is kept. Safe from any thread, at
+        any time, more than once."""
+        with self._lock:
+            self._aborted = True
+            if not self._closed:
+                self._closed = True
+                self._chunks.put(None)
 
 
 class _Aborted(Exception):

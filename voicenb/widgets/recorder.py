@@ -196,6 +196,14 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
         self.submit(_Recording(pcm_to_wav(bytes(pcm), RATE), live))
         return True
 
+    def close(self) -> None:
+        """Close the widget; a recording in progress is dropped (its upload aborted)."""
+        with self._lock:
+            live, self._live, self._pcm = self._live, None, None
+        if live is not None:
+            live.abort()
+        super().close()
+
     def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "start":
@@ -209,7 +217,11 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
             self._play(content.get("turn", 0))
         elif kind == "kernel-start":
             self.begin()
-            self._mic.start(self.feed)
+            try:
+                self._mic.start(self.feed)
+            except BaseException:
+                self.end()  # nothing recorded: its upload is dropped
+                raise
         elif kind == "kernel-stop":
             self._mic.stop()
             self.end()
