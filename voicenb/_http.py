@@ -148,8 +148,8 @@ class HttpClient:
     def _decode(self, response: requests.Response, what: str) -> Any:
         status = response.status_code
         if status >= 400:
-            detail = _error_text(response)
-            kwargs = dict(service=self.service, status_code=status, detail=detail)
+            detail, code = _error_text(response)
+            kwargs = dict(service=self.service, status_code=status, detail=detail, code=code)
             if status in (401, 403):
                 raise AuthenticationError(
                     f"{self.service} refused the API key ({status}: {detail}). Check the key "
@@ -182,22 +182,25 @@ def field(data: Any, name: str, service: str) -> Any:
                        service=service)
 
 
-def _error_text(response: requests.Response) -> str:
+def _error_text(response: requests.Response) -> tuple[str, str | None]:
+    """The service's error text, and its machine-readable code when it sent one."""
     try:
         body = response.json()
     except ValueError:
-        return (response.text or response.reason or "").strip()[:500]
+        return (response.text or response.reason or "").strip()[:500], None
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict):  # OpenAI's shape
-            return str(err.get("message") or err)[:500]
+            return str(err.get("message") or err)[:500], err.get("code")
         if err:
-            return str(err)[:500]
+            return str(err)[:500], None
         message = body.get("message") or body.get("detail")  # the Sync API's shapes
         if message:
-            code = body.get("error_code") or body.get("title")
-            return (f"{code}: {message}" if code else str(message))[:500]
-    return json.dumps(body)[:500]
+            title = body.get("title")
+            code = body.get("error_code") or (
+                title.lower().replace(" ", "_") if isinstance(title, str) else None)
+            return (f"{code}: {message}" if code else str(message))[:500], code
+    return json.dumps(body)[:500], None
 
 
 def _reason(exc: Exception) -> str:

@@ -264,11 +264,11 @@ def pcm_is_silent(pcm: bytes, threshold: int = 64) -> bool:
     return not samples or max(max(samples), -min(samples)) <= threshold
 
 
-def pcm_to_wav(pcm: bytes, rate: int = 16000) -> bytes:
-    """Mono 16-bit PCM -> the bytes of a WAV file."""
+def pcm_to_wav(pcm: bytes, rate: int = 16000, channels: int = 1) -> bytes:
+    """16-bit PCM (mono unless ``channels`` says otherwise) -> the bytes of a WAV file."""
     out = io.BytesIO()
     with wave.open(out, "wb") as w:
-        w.setnchannels(1)
+        w.setnchannels(channels)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(pcm)

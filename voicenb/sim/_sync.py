@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
-from ..audio import Audio
+from ..audio import Audio, pcm_to_wav
 from ._registry import Registry
 from ._server import App, Request, Response
 
@@ -126,11 +126,11 @@ class SyncService:
         if audio_ms > MAX_MS:
             return sync_error(413, f"audio duration {audio_ms} ms exceeds limit {MAX_MS} ms",
                               code="audio_too_large")
-        failure = self.registry.error(Audio(audio).sha256) if content_type == "audio/wav" \
-            else None
+        sha = Audio(audio).sha256 if content_type == "audio/wav" else None
+        failure = self.registry.error(sha) if sha else None
         if failure:  # sim.fail_audio(): the service cannot make sense of this clip
             return sync_error(400, failure, code="bad_audio")
-        text = self._hear(audio, content_type, pcm, rate, channels, audio_ms)
+        text = self._hear(sha, pcm, rate, channels, audio_ms)
         session = str(uuid.uuid4())
         time.sleep(max(0.0, received + self.processing_s - time.monotonic()))
         request_ms = (time.monotonic() - received) * 1000
@@ -140,14 +140,14 @@ class SyncService:
             self.app.stats["sync_transcripts"] += 1
         return Response(200, _body(text, config, audio_ms, session, request_ms))
 
-    def _hear(self, audio: bytes, content_type: str, pcm: bytes, rate: int, channels: int,
+    def _hear(self, sha: str | None, pcm: bytes, rate: int, channels: int,
               audio_ms: int) -> str:
+        """The registered text of a WAV sent whole (by its sha256), else the clip heard by
+        its samples."""
         seconds = audio_ms / 1000
-        if content_type == "audio/wav":
-            sha = Audio(audio).sha256
-            if self.registry.text(sha) is not None:
-                return self.registry.hear(sha, seconds)
-        wav = _wav(pcm, rate, channels)
+        if sha is not None and self.registry.text(sha) is not None:
+            return self.registry.hear(sha, seconds)
+        wav = pcm_to_wav(pcm, rate, channels)
         return self.registry.hear_pcm(Audio(wav).pcm16k(), seconds)
 
 
@@ -246,16 +246,6 @@ def _decode(audio: bytes, content_type: str, config: dict[str, Any]) -> tuple[by
     if channels not in (1, 2):
         raise _Refused(400, "bad_audio", f"{channels} channels: send mono or stereo")
     return pcm, rate, channels
-
-
-def _wav(pcm: bytes, rate: int, channels: int) -> bytes:
-    out = BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return out.getvalue()
 
 
 def _body(text: str, config: dict[str, Any], audio_ms: int, session: str,

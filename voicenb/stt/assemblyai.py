@@ -253,13 +253,14 @@ class AssemblyAI:
             return False
         if resume is not None and (resume.upload_url or resume.transcript_id):
             return False
-        if self.settings.assemblyai_api == "sync" and not sync.eligible(audio, options):
+        takes = sync.eligible(audio, options)
+        if self.settings.assemblyai_api == "sync" and not takes:
             raise ConfigError(
                 f"assemblyai_api='sync', but the Sync API does not take {audio.name!r}: it "
                 "takes 80 ms to 120 s and 40 MB, with the options "
                 f"{', '.join(sorted(sync.OPTIONS))}. Set VOICENB_ASSEMBLYAI_API=auto to send "
                 "such clips to the async API.")
-        return sync.eligible(audio, options)
+        return takes
 
     def uploads_clip(self, audio: Audio, options: dict[str, Any]) -> bool:
         """False for a clip the Sync API takes (one request, nothing uploaded first)."""
@@ -496,7 +497,7 @@ def _refused(exc: ServiceError, name: str) -> VoicenbError:
     """A Sync API 400: the clip (bad_audio, audio_too_short) fails like a failed job; the
     request itself (bad_request: the model, an option) is a setting to fix."""
     detail = exc.detail or ""
-    if detail.startswith("bad_request"):
+    if exc.code == "bad_request":
         return ConfigError(
             f"AssemblyAI's Sync API refused the request ({detail}). Check VOICENB_SYNC_MODEL "
             "(Settings.sync_model) and the options passed, or set VOICENB_ASSEMBLYAI_API="
