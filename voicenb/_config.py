@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ _ENV = {
     "sync_model": "VOICENB_SYNC_MODEL",
     "streaming_model": "VOICENB_STREAMING_MODEL",
     "assemblyai_api": "VOICENB_ASSEMBLYAI_API",
+    "prices": "VOICENB_PRICES",
 }
 _SECRET_FIELDS = ("assemblyai_api_key", "openai_api_key")
 
@@ -115,6 +117,9 @@ class Settings:
     streaming_model: str | None = None
     #: which API a single AssemblyAI clip takes: auto, sync or async (see ASSEMBLYAI_APIS)
     assemblyai_api: str | None = None
+    #: price overrides for turn costs (see voicenb.pricing): a JSON or TOML file, or a dict
+    #: shaped like the shipped table; unset: the prices that ship with voicenb
+    prices: str | os.PathLike[str] | Mapping[str, Any] | None = None
     #: seconds to connect, and to wait for each response
     connect_timeout: float = 10.0
     read_timeout: float = 60.0

@@ -1,0 +1,295 @@
+"""Turn costs: speech seconds, tokens and spoken characters at dated, cited prices; overrides
+from Settings or a file; unknown prices give an unknown cost, never a guess."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import voicenb as vnb
+from voicenb._config import resolve
+from voicenb.pricing import AS_OF, Prices
+
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@pytest.fixture
+def prices() -> Prices:
+    return Prices.load()
+
+
+def turn(**fields):
+    """A history row as Session writes it: the columns a finished voice turn fills."""
+    row = {"status": "ok", "stt_backend": "assemblyai", "speech_model": "universal-2",
+           "audio_s": 90.0, "transcript": "What is the capital of France?",
+           "llm_model": "gpt-4o-mini", "prompt_tokens": 1000, "completion_tokens": 250}
+    row.update(fields)
+    return row
+
+
+# -- the arithmetic ----------------------------------------------------------------------------
+
+
+def test_a_turn_costs_its_speech_plus_its_tokens(prices):
+    # 90 s at $0.15/h = 0.00375; 1,000 x $0.15/1M = 0.00015; 250 x $0.60/1M = 0.00015
+    assert prices.turn_cost(turn()) == pytest.approx(0.00405)
+
+
+def test_each_assemblyai_api_has_its_own_rate(prices):
+    # the Sync API: 12 s at $0.30/h = 0.001
+    sync = turn(stt_backend="assemblyai-sync", speech_model="universal-3-5-pro", audio_s=12.0,
+                prompt_tokens=None, completion_tokens=None)
+    assert prices.turn_cost(sync) == pytest.approx(0.001)
+    # the async API on Universal-3.5 Pro: 120 s at $0.21/h = 0.007
+    slow = turn(speech_model="universal-3-5-pro", audio_s=120.0, prompt_tokens=None,
+                completion_tokens=None)
+    assert prices.turn_cost(slow) == pytest.approx(0.007)
+
+
+def test_openai_transcription_is_priced_per_minute(prices):
+    # 30 s at $0.006/min = 0.003; then gpt-5-mini: 400 x $0.25/1M + 100 x $2/1M = 0.0003
+    row = turn(stt_backend="openai", speech_model="whisper-1", audio_s=30.0,
+               llm_model="gpt-5-mini", prompt_tokens=400, completion_tokens=100)
+    assert prices.turn_cost(row) == pytest.approx(0.0033)
+
+
+def test_local_engines_cost_nothing(prices):
+    local = [turn(stt_backend="sphinx", speech_model="pocketsphinx en-us"),
+             turn(stt_backend="whisper", speech_model="base.en"),
+             turn(stt_backend="whisper", speech_model="/models/my-finetune")]
+    for row in local:
+        row.update(prompt_tokens=None, completion_tokens=None)
+        assert prices.turn_cost(row) == 0.0
+        assert prices.missing(row) == []
+    spoken = {"tts_backend": "espeak", "spoken_chars": 5000}
+    assert prices.turn_cost(spoken) == 0.0
+
+
+def test_a_typed_turn_costs_only_its_answer(prices):
+    # no transcription; gpt-4.1-nano: 2,000 x $0.10/1M + 500 x $0.40/1M = 0.0004
+    row = turn(stt_backend="text", speech_model=None, audio_s=5.0, llm_model="gpt-4.1-nano",
+               prompt_tokens=2000, completion_tokens=500)
+    assert prices.turn_cost(row) == pytest.approx(0.0004)
+
+
+def test_spoken_characters_are_priced_when_the_row_has_them(prices):
+    # the turn above (0.00405) + 2,000 characters of tts-1 at $15/1M = 0.03
+    row = turn(tts_model="tts-1", spoken_chars=2000)
+    assert prices.turn_cost(row) == pytest.approx(0.03405)
+
+
+def test_live_turns_are_priced_on_their_audio(prices):
+    # u3-rt-pro: 20 s at $0.45/h = 0.0025
+    row = turn(stt_backend="assemblyai-streaming", speech_model="u3-rt-pro", audio_s=20.0,
+               prompt_tokens=None, completion_tokens=None)
+    assert prices.turn_cost(row) == pytest.approx(0.0025)
+
+
+# -- parts that did not happen -------------------------------------------------------------------
+
+
+def test_a_failed_turn_without_tokens_costs_only_its_speech(prices):
+    # the model never answered: 60 s of Universal-3.5 Pro at $0.21/h = 0.0035
+    row = turn(status="error", speech_model="universal-3-5-pro", audio_s=60.0,
+               prompt_tokens=None, completion_tokens=None)
+    assert prices.turn_cost(row) == pytest.approx(0.0035)
+
+
+def test_a_transcript_that_never_came_is_not_charged(prices):
+    row = turn(status="error", transcript=None, prompt_tokens=None, completion_tokens=None)
+    assert prices.turn_cost(row) == 0.0
+
+
+def test_silence_transcribed_to_nothing_is_still_charged(prices):
+    # 10 s at $0.15/h = 0.000416666...
+    row = turn(transcript="", audio_s=10.0, prompt_tokens=None, completion_tokens=None)
+    assert prices.turn_cost(row) == pytest.approx(10 * 0.15 / 3600)
+
+
+def test_nan_and_na_in_a_history_frame_count_as_absent(prices):
+    frame = pd.DataFrame([turn(), turn(prompt_tokens=np.nan, completion_tokens=pd.NA,
+                                       llm_model=pd.NA, spoken_chars=np.nan)])
+    costs = frame.apply(prices.turn_cost, axis=1)
+    # row 0 as above; row 1 is its speech alone: 90 s at $0.15/h = 0.00375
+    assert costs.tolist() == pytest.approx([0.00405, 0.00375])
+
+
+# -- unknown prices --------------------------------------------------------------------------------
+
+
+def test_an_unknown_model_makes_the_cost_unknown_and_is_named(prices):
+    row = turn(llm_model="gpt-9")
+    assert prices.turn_cost(row) is None
+    assert prices.missing(row) == ["llm gpt-9"]
+    advice = prices.explain(row)
+    assert "llm gpt-9" in advice
+    assert "VOICENB_PRICES" in advice and "Settings(prices=" in advice
+    assert prices.explain(turn()) is None
+
+
+def test_assemblyai_stt_3_7_has_no_published_price_yet(prices):
+    row = turn(speech_model="assemblyai-stt-3-7")
+    assert prices.turn_cost(row) is None
+    assert prices.missing(row) == ["stt assemblyai/assemblyai-stt-3-7"]
+
+
+def test_tokens_without_a_model_name_are_not_guessed(prices):
+    row = turn(llm_model=None)
+    assert prices.turn_cost(row) is None
+    assert prices.missing(row) == ["llm (unknown model)"]
+
+
+def test_an_unpriced_speech_model_is_named_with_its_backend(prices):
+    row = turn(stt_backend="openai", speech_model="gpt-4o-mini-transcribe", tts_model="mystery",
+               spoken_chars=10)
+    assert prices.missing(row) == ["stt openai/gpt-4o-mini-transcribe", "tts mystery"]
+
+
+# -- overrides -------------------------------------------------------------------------------------
+
+
+def test_settings_prices_win_over_the_shipped_table():
+    s = vnb.Settings(prices={
+        "llm": {"gpt-4o-mini": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
+        "stt": {"assemblyai/assemblyai-stt-3-7": {"per_hour": 0.12}}})
+    prices = Prices.load(s)
+    # 90 s at $0.12/h = 0.003; 1,000 x $1/1M = 0.001; 250 x $2/1M = 0.0005
+    assert prices.turn_cost(turn(speech_model="assemblyai-stt-3-7")) == pytest.approx(0.0045)
+    # entries not overridden keep their shipped price: gpt-4o, 1,000 x $2.50/1M + 250 x $10/1M
+    assert prices.turn_cost(turn(llm_model="gpt-4o", audio_s=None)) == pytest.approx(0.005)
+
+
+def test_a_price_file_named_by_the_environment_wins(tmp_path, monkeypatch):
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"llm": {"gpt-9": {
+        "input_per_mtok": 3.0, "output_per_mtok": 12.0, "as_of": "2026-11-20",
+        "source": "https://example.com/gpt-9-pricing"}}}))
+    monkeypatch.setenv("VOICENB_PRICES", str(path))
+    assert resolve().prices == str(path)
+    prices = Prices.load()
+    # 90 s at $0.15/h = 0.00375; 1,000 x $3/1M = 0.003; 250 x $12/1M = 0.003
+    assert prices.turn_cost(turn(llm_model="gpt-9")) == pytest.approx(0.00975)
+    listed = prices.table().query("key == 'gpt-9'")
+    assert listed["usd"].tolist() == [3.0, 12.0]
+    assert set(listed["source"]) == {"https://example.com/gpt-9-pricing"}
+
+
+def test_an_override_without_a_source_is_attributed_to_its_file(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text('{"stt": {"assemblyai/*": {"per_minute": 0.01}}}')
+    prices = Prices.load(vnb.Settings(prices=path))
+    # the shipped universal-2 entry still wins over the backend-wide one: 90 s at $0.15/h
+    assert prices.turn_cost(turn(prompt_tokens=None, completion_tokens=None)) == \
+        pytest.approx(0.00375)
+    # any other AssemblyAI model now falls back to $0.01/min: 90 s = 0.015
+    row = turn(speech_model="assemblyai-stt-3-7", prompt_tokens=None, completion_tokens=None)
+    assert prices.turn_cost(row) == pytest.approx(0.015)
+    assert prices.table().query("key == 'assemblyai/*'")["source"].tolist() == [str(path)]
+
+
+def test_settings_beat_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "prices.json"
+    path.write_text('{"llm": {"gpt-9": {"input_per_mtok": 3.0, "output_per_mtok": 12.0}}}')
+    monkeypatch.setenv("VOICENB_PRICES", str(path))
+    prices = Prices.load(vnb.Settings(prices={}))
+    assert prices.turn_cost(turn(llm_model="gpt-9")) is None
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is Python 3.11+")
+def test_a_toml_price_file_works(tmp_path):
+    path = tmp_path / "prices.toml"
+    path.write_text('[llm."gpt-9"]\ninput_per_mtok = 3.0\noutput_per_mtok = 12.0\n')
+    prices = Prices.load(vnb.Settings(prices=str(path)))
+    assert prices.turn_cost(turn(llm_model="gpt-9")) == pytest.approx(0.00975)
+
+
+# -- malformed overrides ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ({"llm": {"gpt-9": {"input_per_mtok": 1.0}}},
+     "llm entry 'gpt-9' needs input_per_mtok and output_per_mtok"),
+    ({"llm": {"gpt-9": {"input_per_mtok": "cheap", "output_per_mtok": 1.0}}},
+     "llm entry 'gpt-9' has input_per_mtok='cheap'"),
+    ({"llm": {"gpt-9": {"input_per_mtok": 1, "output_per_mtok": 1, "cached_per_mtok": 0.1}}},
+     "llm entry 'gpt-9' has an unknown field 'cached_per_mtok'"),
+    ({"stt": {"universal-2": {"per_hour": 0.15}}},
+     "stt entry 'universal-2' is not '<stt_backend>/<speech_model>'"),
+    ({"stt": {"assemblyai/universal-2": {"per_hour": 0.15, "per_minute": 0.0025}}},
+     "needs exactly one of per_hour or per_minute"),
+    ({"tts": {"tts-1": {"per_mchar": -1}}}, "tts entry 'tts-1' has per_mchar=-1"),
+    ({"asr": {"x/y": {"per_hour": 1}}}, "section 'asr' is not one of stt, llm, tts"),
+    ({"llm": ["gpt-9", 1.0, 2.0]}, "section 'llm' is not an object of entries"),
+])
+def test_a_malformed_override_says_what_is_wrong_and_what_is_expected(override, says):
+    with pytest.raises(vnb.ConfigError) as info:
+        Prices.load(vnb.Settings(prices=override))
+    message = str(info.value)
+    assert says in message
+    assert message.startswith("In Settings(prices=...),")
+    assert '"input_per_mtok": 1.0, "output_per_mtok": 4.0' in message
+
+
+def test_a_price_file_that_is_not_json_names_the_file(tmp_path):
+    path = tmp_path / "prices.json"
+    path.write_text("llm: gpt-9 = 1.0")
+    with pytest.raises(vnb.ConfigError) as info:
+        Prices.load(vnb.Settings(prices=str(path)))
+    assert f"The price file {path} is not valid JSON" in str(info.value)
+    assert "Expected prices shaped like" in str(info.value)
+
+
+def test_a_bad_entry_in_a_file_names_the_file_and_the_entry(tmp_path):
+    path = tmp_path / "prices.json"
+    path.write_text('{"stt": {"openai/whisper-1": {"per_second": 0.0001}}}')
+    with pytest.raises(vnb.ConfigError) as info:
+        Prices.load(vnb.Settings(prices=str(path)))
+    assert str(info.value).startswith(
+        f"In the price file {path}, stt entry 'openai/whisper-1' has an unknown field "
+        f"'per_second'")
+
+
+def test_a_missing_price_file_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOICENB_PRICES", str(tmp_path / "nowhere.json"))
+    with pytest.raises(vnb.ConfigError) as info:
+        Prices.load()
+    message = str(info.value)
+    assert "nowhere.json" in message and "does not exist" in message
+    assert "unset it to use the prices that ship with voicenb" in message
+
+
+# -- the shipped table -----------------------------------------------------------------------------
+
+
+def test_every_shipped_price_is_dated_and_cites_a_page(prices):
+    table = prices.table()
+    assert len(table) >= 20
+    assert table["source"].str.startswith("https://").all()
+    assert table["as_of"].str.match(DATE).all()
+    assert (table["as_of"] <= AS_OF).all() and DATE.match(AS_OF)
+    # a price dated before 2026 must say so next to it; none is
+    assert (table["as_of"] >= "2026-01-01").all()
+
+
+def test_the_table_lists_each_rate_with_its_unit(prices):
+    table = prices.table().set_index(["kind", "key", "item"])
+    universal = table.loc[("stt", "assemblyai/universal-2", "audio")]
+    assert (universal["usd"], universal["per"]) == (0.15, "hour")
+    assert universal["source"] == "https://www.assemblyai.com/pricing"
+    assert table.loc[("llm", "gpt-4o-mini", "output"), "usd"] == 0.60
+    assert table.loc[("stt", "openai/whisper-1", "audio"), "per"] == "minute"
+    assert table.loc[("tts", "tts-1", "characters"), "per"] == "1M characters"
+    assert list(table.index.get_level_values("kind").unique()) == ["stt", "llm", "tts"]
+
+
+def test_prices_are_never_changed_in_place(prices):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prices.entries = {}
+    with pytest.raises(TypeError):
+        prices.entries[("llm", "gpt-9")] = prices.entries[("llm", "gpt-4o")]
