@@ -17,6 +17,23 @@ token), ``token_rate`` (tokens a second) and ``context_window`` (tokens); answer
 deterministic and begin "(simulated answer)"; ``sim.openai.credit`` (requests left before
 every billed call answers 429 ``insufficient_quota``; None: no limit) acts out an account
 out of credit. The Sync API answers ``sync_processing_s`` after a clip's last byte.
+
+``word_error_rate`` (0 to 1, default 0; ``sim.word_error_rate = 0.2`` takes effect on the
+next transcript) makes every service mishear registered text at that rate, so a simulated
+backend's WER is not a meaningless 0: each word independently becomes a substitution (a
+common word), a deletion or an insertion (50/25/25), final punctuation kept. The mistakes
+depend only on ``seed``, the service (AssemblyAI's REST and Sync APIs, OpenAI, streaming
+final turns) and the clip: the same clip gets the same transcript every time.
+
+>>> with running(word_error_rate=0.3) as sim:               # doctest: +SKIP
+...     vnb.transcribe(vnb.sim.samples()[0]).text
+'What we is can the from of France?'
+
+Each port answers ``GET /sim/about`` with ``{"simulator": "voicenb", ...}``, and
+:func:`serves` asks it (of loopback URLs only) to tell a simulator from a real service:
+
+>>> serves("https://api.assemblyai.com")                   # no request is sent
+False
 """
 
 from __future__ import annotations
@@ -31,14 +48,16 @@ from typing import Any
 
 from .._config import DEFAULT_OPENAI_BASE_URL, Settings
 from ..audio import Audio, AudioLike
+from ._about import ABOUT_PATH, about, remember, serves
 from ._assemblyai import AssemblyAIService, Job
 from ._openai import OpenAIService
 from ._streaming import StreamingService
 from ._sync import SyncService
 from ._registry import SAMPLES, Registry, samples
-from ._server import FAULT_KINDS, App, Fault, _Server
+from ._server import FAULT_KINDS, App, Fault, Request, Response, _Server
 
-__all__ = ["Simulator", "running", "auto", "samples", "Fault", "FAULT_KINDS", "ENV_VARS"]
+__all__ = ["Simulator", "running", "auto", "samples", "serves", "Fault", "FAULT_KINDS",
+           "ENV_VARS"]
 
 ASSEMBLYAI_KEY = "sim-assemblyai-key"
 OPENAI_KEY = "sim-openai-key"
@@ -71,11 +90,13 @@ class Simulator:
         streaming_realtime_slack_s: float | None = 1.0,
         hear: bool | str = False,
         sync_processing_s: float = 0.134,
+        word_error_rate: float = 0.0,
     ) -> None:
         self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
         #: the local engine that hears audio the simulator does not know (None: placeholder)
         self.engine = local_engine(hear)
-        self.registry = Registry(unknown_text, listener=_listener(self.engine))
+        self.registry = Registry(unknown_text, listener=_listener(self.engine),
+                                 word_error_rate=word_error_rate, seed=seed)
         self.registry.load_dir(SAMPLES)
         self.assemblyai = AssemblyAIService(
             self.app, self.registry, key=assemblyai_key, processing_fixed=processing_fixed,
@@ -88,6 +109,7 @@ class Simulator:
         self.streaming = StreamingService(self.registry, key=assemblyai_key,
                                           max_sessions=max_streaming_sessions,
                                           realtime_slack_s=streaming_realtime_slack_s)
+        self.app.route("GET", ABOUT_PATH, self._about)
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -103,9 +125,13 @@ class Simulator:
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         self.streaming.start(host)
+        for url in (self.url, self.streaming.url):
+            remember(url, True)
         return self
 
     def stop(self) -> None:
+        for url in (getattr(self, "url", ""), self.streaming.url):
+            remember(url, None)
         self.streaming.stop()
         if self._server is not None:
             self._server.shutdown()
@@ -129,7 +155,20 @@ class Simulator:
             env["OPENAI_API_KEY"] = self.openai.key
         return env
 
+    def _about(self, request: Request) -> Response:
+        return Response(200, about(self.word_error_rate))
+
     # -- knobs -------------------------------------------------------------------------------
+
+    @property
+    def word_error_rate(self) -> float:
+        """The fraction of registered words every service mishears (0 to 1); kept by the
+        registry they all hear through, so a change applies to the next transcript."""
+        return self.registry.word_error_rate
+
+    @word_error_rate.setter
+    def word_error_rate(self, rate: float) -> None:
+        self.registry.word_error_rate = rate
 
     def inject(self, kind: str, path: str = "/", *, method: str | None = None, times: int = 1,
                retry_after: int = 1, delay: float = 30.0, after: int = 3) -> Fault:

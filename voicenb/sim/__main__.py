@@ -39,15 +39,21 @@ def main(argv: list[str] | None = None) -> int:
                              "(default 0.134, AssemblyAI's published figure)")
     parser.add_argument("--fault-rate", type=float, default=0.0,
                         help="fraction of requests that fail at random (default 0)")
+    parser.add_argument("--word-error-rate", type=float, default=0.0,
+                        help="fraction of the words of known clips misheard, the same way "
+                             "each time (default 0: their text exactly)")
     parser.add_argument("--no-hear", dest="hear", action="store_false",
                         help="give audio it does not know a placeholder transcript instead "
                              "of transcribing it on this machine (pocketsphinx/faster-whisper)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.word_error_rate <= 1.0:
+        parser.error(f"--word-error-rate must be between 0 and 1, not {args.word_error_rate}")
     sim = Simulator(host=args.host, port=args.port, processing_fixed=args.processing_fixed,
                     processing_factor=args.processing_factor, concurrency=args.concurrency,
                     upload_bandwidth=args.upload_bandwidth, ttft=args.ttft,
                     token_rate=args.token_rate, fault_rate=args.fault_rate,
-                    hear=args.hear, sync_processing_s=args.sync_processing).start()
+                    hear=args.hear, sync_processing_s=args.sync_processing,
+                    word_error_rate=args.word_error_rate).start()
     # One line a shell can eval, first, on stdout; the words for people on stderr.
     print("export " + " ".join(f"{name}={value}" for name, value in sim.env().items()),
           flush=True)

@@ -276,7 +276,7 @@ class AssemblyAIService:
         failure = self.registry.error(sha)
         if failure:
             return None, failure, audio_s
-        return self.registry.hear(sha, audio_s, path), None, audio_s
+        return self.registry.hear(sha, audio_s, path, service="assemblyai"), None, audio_s
 
     def _advance(self, now: float) -> None:
         """Move queued jobs into free processing slots, in order, at the moment slots free up."""

@@ -262,7 +262,7 @@ class OpenAIService:
             return denied
         time.sleep(self.ttft)
         self.app.count("audio_transcriptions")
-        text = self.registry.hear(audio.sha256, seconds, audio)
+        text = self.registry.hear(audio.sha256, seconds, audio, service="openai")
         words = "word" in fields.get("timestamp_granularities[]", [])
         return transcription_body(model, fmt, text, seconds, words=words)
 

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from ..audio import Audio, AudioLike, as_audio, pcm_to_wav
+from ._mistakes import mistaken
 
 SAMPLES = Path(__file__).with_name("samples")
 
 
 class Registry:
-    """Known clips and their text; sample audio ships with its text in ``samples.json``."""
+    """Known clips and their text; sample audio ships with its text in ``samples.json``.
+
+    Every service hears through it, so ``word_error_rate`` (0 to 1) set here applies to all
+    of them: registered text comes back with that rate of word errors, the same each time for
+    a given ``seed``, service and clip (see :mod:`voicenb.sim._mistakes`). What the listener
+    hears and the placeholder for unknown audio are left as they are.
+    """
 
     def __init__(self, unknown_text: str | None = None,
-                 listener: Callable[[Audio], str] | None = None) -> None:
+                 listener: Callable[[Audio], str] | None = None, *,
+                 word_error_rate: float = 0.0, seed: int | str | None = 0) -> None:
         #: what unregistered audio is heard as; ``{seconds}`` is replaced by its length
         self.unknown_text = unknown_text or (
             "(simulated transcript of {seconds:.1f} seconds of unregistered audio: install "
@@ -29,6 +38,20 @@ class Registry:
         self._pcm: dict[str, bytes] = {}  # sha256 -> 16 kHz PCM, to recognise streamed audio
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.word_error_rate = word_error_rate
+        # seed=None: mistakes still repeat within this registry, not across simulators
+        self.seed = seed if seed is not None else hashlib.sha256(os.urandom(16)).hexdigest()
+
+    @property
+    def word_error_rate(self) -> float:
+        """The fraction of registered words misheard (0: the registered text exactly)."""
+        return self._word_error_rate
+
+    @word_error_rate.setter
+    def word_error_rate(self, rate: float) -> None:
+        if not 0.0 <= float(rate) <= 1.0:
+            raise ValueError(f"word_error_rate must be between 0 and 1, not {rate!r}")
+        self._word_error_rate = float(rate)
 
     def load_dir(self, folder: str | Path) -> int:
         """Register every ``name -> text`` pair of ``folder/samples.json``; return the count."""
@@ -63,27 +86,38 @@ class Registry:
             self._errors.clear()
 
     def text(self, sha: str) -> str | None:
+        """The registered text of the clip, exactly (None: not registered)."""
         with self._lock:
             return self._text.get(sha)
 
-    def hear_pcm(self, pcm: bytes, seconds: float) -> str:
+    def _misheard(self, sha: str, text: str, service: str) -> str:
+        return mistaken(text, self.word_error_rate, seed=self.seed, service=service, clip=sha)
+
+    def hear_pcm(self, pcm: bytes, seconds: float, *, service: str = "") -> str:
         """The text of the registered clip this 16 kHz mono PCM comes from (found by its
-        samples), or what unregistered audio is heard as."""
+        samples, with ``service``'s mistakes), or what unregistered audio is heard as."""
         probe = _probe(pcm)
         if probe:
             with self._lock:
                 known = list(self._pcm.items())
             for sha, clip in known:
                 if probe in clip:
-                    return self._text[sha]
+                    return self._misheard(sha, self._text[sha], service)
         return self._unknown(lambda: Audio(pcm_to_wav(pcm)) if pcm else None, seconds)
 
-    def hear(self, sha: str, seconds: float, audio: AudioLike | None = None) -> str:
-        """The registered text, or what unregistered audio is heard as (by the listener,
-        when there is one and the audio is given)."""
+    def hear(self, sha: str, seconds: float, audio: AudioLike | None = None, *,
+             service: str = "") -> str:
+        """The registered text (with ``service``'s mistakes at ``word_error_rate``), or what
+        unregistered audio is heard as (by the listener, when there is one and the audio is
+        given).
+
+        >>> registry = Registry(word_error_rate=0.0)
+        >>> registry.hear(registry.register(b"RIFF", "Hello there."), 1.0)
+        'Hello there.'
+        """
         text = self.text(sha)
         if text is not None:
-            return text
+            return self._misheard(sha, text, service)
         return self._unknown(lambda: as_audio(audio) if audio is not None else None, seconds,
                              sha)
 

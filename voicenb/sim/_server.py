@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from ._about import ABOUT_PATH
+
 log = logging.getLogger("voicenb.sim")
 
 FAULT_KINDS = ("429", "500", "502", "503", "drop", "slow", "malformed", "cut")
@@ -196,7 +198,7 @@ class App:
             self.fault_log.append(FaultHit(kind, method, path, body))
 
     def pick_fault(self, method: str, path: str) -> Fault | None:
-        if path == "/health":
+        if path in ("/health", ABOUT_PATH):  # asking who answers must not fail at random
             return None
         with self.lock:
             for fault in self.faults:

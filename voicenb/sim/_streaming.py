@@ -1,5 +1,5 @@
 """AssemblyAI's Universal-Streaming v3 websocket, simulated (``/v3/ws``), and its token
-endpoint (``GET /v3/token``) on the same port.
+endpoint (``GET /v3/token``) on the same port, with the simulator's ``GET /sim/about``.
 
 Messages as in AssemblyAI's two AsyncAPI specs, one per family of models (usm-streaming for
 ``universal-streaming-english``, ``universal-streaming-multilingual`` and ``whisper-rt``;
@@ -39,6 +39,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ._about import ABOUT_PATH, about
 from ._registry import Registry
 
 FRAME_MS = 20          # the detector's resolution
@@ -145,14 +146,19 @@ class StreamingService:
         with self._lock:
             self.stats[name] = self.stats.get(name, 0) + 1
 
-    # -- GET /v3/token: plain HTTP on the websocket's port ------------------------------------
+    # -- GET /v3/token and /sim/about: plain HTTP on the websocket's port ---------------------
 
     def _http(self, connection: Any, request: Any) -> Any:
         parts = urlsplit(request.path)
-        if parts.path.rstrip("/") != "/v3/token":
+        path = parts.path.rstrip("/")
+        if path == ABOUT_PATH:  # so voicenb.sim.serves() knows a ws:// URL too
+            status, body = 200, about(self.registry.word_error_rate)
+        elif path == "/v3/token":
+            status, body = self._issue_token(
+                request.headers.get("Authorization", ""),
+                {k: v[-1] for k, v in parse_qs(parts.query).items()})
+        else:
             return None  # a websocket handshake: go on
-        status, body = self._issue_token(request.headers.get("Authorization", ""),
-                                         {k: v[-1] for k, v in parse_qs(parts.query).items()})
         response = connection.respond(status, json.dumps(body))
         del response.headers["Content-Type"]
         response.headers["Content-Type"] = "application/json"
@@ -418,7 +424,8 @@ class _Session:
     def _heard(self) -> str:
         assert self.speech is not None
         voiced = self.speech[: max(0, len(self.speech) - self.silence_ms * self.rate // 1000)]
-        return self.service.registry.hear_pcm(voiced.tobytes(), len(voiced) / self.rate)
+        return self.service.registry.hear_pcm(voiced.tobytes(), len(voiced) / self.rate,
+                                              service="streaming")
 
     def _words(self, words: list[str], start_ms: int, span: int, final: bool
                ) -> list[dict[str, Any]]:

@@ -146,9 +146,9 @@ class SyncService:
         its samples."""
         seconds = audio_ms / 1000
         if sha is not None and self.registry.text(sha) is not None:
-            return self.registry.hear(sha, seconds)
+            return self.registry.hear(sha, seconds, service="sync")
         wav = pcm_to_wav(pcm, rate, channels)
-        return self.registry.hear_pcm(Audio(wav).pcm16k(), seconds)
+        return self.registry.hear_pcm(Audio(wav).pcm16k(), seconds, service="sync")
 
 
 def _parts(request: Request, *, live: bool) -> list[tuple[dict[str, str], bytes]]:
