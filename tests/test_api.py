@@ -12,6 +12,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 DOCUMENTED = {
     "transcribe", "transcribe_many", "Transcript", "ask", "Chat", "Answer", "speak", "Audio",
     "Session", "Turn", "HistoryStore", "load_history", "summary", "plot_latency", "play",
+    "show", "Experiment", "export",
     "AssemblyAI", "RealtimeTranscriber", "Settings", "sim",
     "VoicenbError", "ConfigError", "MissingDependencyError", "AudioError", "ServiceError",
     "AuthenticationError", "RateLimitError", "ServiceTimeoutError", "ModelNotFoundError",

@@ -5,6 +5,7 @@ a store written by the first schema upgrades in place; every turn's audio is pla
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -113,3 +114,50 @@ def test_a_first_schema_store_upgrades_in_place(tmp_path):
     df = vnb.load_history(home)
     assert tuple(df.columns) == NAMES
     assert df["transcript"].tolist() == ["kept"] and pd.isna(df["setup_s"].iloc[0])
+
+
+def test_a_store_written_by_schema_3_code_migrates_in_place_keeping_every_row(tmp_path, sim):
+    """tests/data/schema3/history.sqlite was written by voicenb at schema 3 (a turn heard by
+    the Sync API, a typed turn, a clip that was not audio)."""
+    import shutil
+
+    home = tmp_path / "old"
+    home.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "schema3" / "history.sqlite", home)
+    before = sqlite3.connect(home / "history.sqlite")
+    rows = before.execute("SELECT * FROM turns ORDER BY turn").fetchall()
+    assert before.execute("PRAGMA user_version").fetchone()[0] == 3
+    before.close()
+    df = vnb.load_history(home)
+    assert tuple(df.columns) == NAMES
+    assert len(df) == len(rows) == 3
+    assert df["status"].tolist() == ["ok", "ok", "error"]
+    assert df["transcript"].iloc[0] == "What is the capital of France?"
+    assert df["speech_model"].iloc[0] == "universal-3-5-pro"
+    assert df[["experiment", "variant", "reference", "wer", "cost_usd"]].isna().all().all()
+    after = sqlite3.connect(home / "history.sqlite")
+    assert after.execute("PRAGMA user_version").fetchone()[0] == 4
+    # every old value is where it was: the old columns come first, in the same order
+    assert [r[:len(rows[0])] for r in after.execute("SELECT * FROM turns ORDER BY turn")] == rows
+    # and the store takes new turns after the old ones
+    session = vnb.Session("written-by-schema-3", home=home)
+    assert session.ask_text("And of Italy?").turn == 4
+
+
+def test_a_turn_costs_its_speech_seconds_and_tokens_at_the_shipped_prices(sim, tmp_path, sample):
+    session = vnb.Session("s", home=tmp_path)
+    turn = session.ask_audio(sample)  # a short clip: the Sync API's universal-3-5-pro
+    assert (turn.stt_backend, turn.speech_model, turn.llm_model) == (
+        "assemblyai-sync", "universal-3-5-pro", "gpt-4o-mini")
+    # $0.30 an hour of audio; gpt-4o-mini $0.15 / $0.60 per million tokens in / out
+    expected = (turn.audio_s / 3600 * 0.30 + turn.prompt_tokens * 0.15e-6
+                + turn.completion_tokens * 0.60e-6)
+    assert turn.cost_usd == pytest.approx(expected, rel=1e-12)
+    s = vnb.summary(session.history)
+    assert s.cost["total"] == pytest.approx(expected) and s.cost["turns priced"] == 1
+    assert "cost (USD)" in repr(s)
+
+
+def test_a_turn_with_a_model_of_unknown_price_has_no_cost(sim, tmp_path, sample):
+    turn = vnb.Session("s", home=tmp_path, model="gpt-4.1").ask_audio(sample)
+    assert turn.ok and turn.cost_usd is None

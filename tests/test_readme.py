@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,13 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 def test_readme_has_examples():
     assert len(EXAMPLES) >= 4
+
+
+@pytest.fixture(autouse=True)
+def repository_files(tmp_path):
+    """The examples run from the repository root: the sample questions are at hand."""
+    shutil.copytree(Path(__file__).resolve().parents[1] / "notebooks" / "samples",
+                    tmp_path / "notebooks" / "samples")
 
 
 @pytest.mark.parametrize("code", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])

@@ -23,6 +23,9 @@ from ._errors import (
     VoicenbError,
 )
 from .audio import Audio
+from ._show import show
+from .experiment import Experiment
+from .export import export
 from .history import HistoryStore, load_history, play, plot_latency, summary
 from .llm import Answer, Chat, ask
 from .session import Session, Turn
@@ -47,6 +50,9 @@ __all__ = [
     "summary",
     "plot_latency",
     "play",
+    "show",
+    "Experiment",
+    "export",
     "Audio",
     "AssemblyAI",
     "RealtimeTranscriber",

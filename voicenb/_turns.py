@@ -36,6 +36,19 @@ OnStatus = Callable[[int, str], None]
 OnToken = Callable[[str], None]
 
 
+def check_template(template: str) -> None:
+    if "{transcript}" not in template:
+        raise ConfigError("prompt_template must contain {transcript}, e.g. "
+                          "'Answer briefly: {transcript}'.")
+    try:
+        template.format(transcript="a question")
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"prompt_template {template!r} has a placeholder other than "
+            f"{{transcript}} ({type(exc).__name__}: {exc}). Write a literal brace twice: "
+            "'Reply as JSON {{\"answer\": ...}}: {transcript}'.") from None
+
+
 @dataclass
 class Turn:
     """One row of the history: what was heard, what was answered, how long each took."""
@@ -68,6 +81,12 @@ class Turn:
     wait_s: float | None = None
     overhead_s: float | None = None
     speech_model: str | None = None
+    experiment: str | None = None
+    variant: str | None = None
+    reference: str | None = None
+    wer: float | None = None
+    cost_usd: float | None = None
+    simulated: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -129,6 +148,7 @@ class Pipeline:
         self.stt_options = stt_options
         self.store = HistoryStore(settings.home)
         self._chat: Chat | None = None
+        self._prices: Any = None
         # One answer at a time keeps the memory in order; creating the chat takes it too.
         self._lock = threading.RLock()
 
@@ -347,6 +367,7 @@ class Pipeline:
             answer = chat.ask(prompt, stream=stream, on_token=on_token)
         self.update(work.turn, status="ok", error=None, **self._timings(work, transcript, answer),
                     **answer.to_row())
+        self.cost(work.turn)
         if on_status:
             on_status(work.turn, "ok")
 
@@ -364,9 +385,20 @@ class Pipeline:
     def update(self, turn: int, **fields: Any) -> None:
         self.store.update(self.name, turn, **fields)
 
+    def cost(self, turn: int) -> None:
+        """Price what the turn used (None where a price is unknown: see voicenb.pricing)."""
+        from .pricing import Prices
+
+        if self._prices is None:
+            self._prices = Prices.load(self.settings)
+        row = self.store.get(self.name, turn)
+        if row is not None:
+            self.update(turn, cost_usd=self._prices.turn_cost(row))
+
     def fail(self, turn: int, exc: BaseException, on_status: OnStatus | None = None) -> None:
         if isinstance(exc, VoicenbError):
             self.update(turn, status="error", error=str(exc))
+            self.cost(turn)  # the speech it was billed for before the answer failed, say
             status = "error"
         else:  # KeyboardInterrupt, or a bug: the turn can be resumed
             self.update(turn, status="interrupted",

@@ -22,7 +22,7 @@ import pandas as pd
 from ._config import Settings, resolve
 from ._errors import ConfigError, redact
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The history schema of DESIGN.md: table and DataFrame columns, in this order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -56,6 +56,13 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("overhead_s", "REAL"),
     # schema 3: the speech model that actually ran (the service's answer, not the request)
     ("speech_model", "TEXT"),
+    # schema 4: experiments (vnb.Experiment) and what a turn cost
+    ("experiment", "TEXT"),
+    ("variant", "TEXT"),
+    ("reference", "TEXT"),  # what was really said, when known: wer compares the transcript
+    ("wer", "REAL"),
+    ("cost_usd", "REAL"),
+    ("simulated", "TEXT"),  # the services a voicenb simulator stood in for: "stt", "llm"...
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 FLOATS = tuple(n for n, t in COLUMNS if t.startswith("REAL") and n != "started_at")
@@ -181,6 +188,7 @@ class HistoryStore:
             for name, kind in COLUMNS:
                 if name not in have:
                     db.execute(f"ALTER TABLE turns ADD COLUMN {name} {kind}")
+            db.execute("CREATE INDEX IF NOT EXISTS turns_experiment ON turns (experiment)")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     class _Txn:
@@ -208,14 +216,15 @@ class HistoryStore:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def start_turn(self, session: str, **fields: Any) -> int:
-        """Insert a new turn with the next number for ``session``; return the number."""
+    def start_turn(self, session: str, turn: int | None = None, **fields: Any) -> int:
+        """Insert a new turn, numbered ``turn`` or next for ``session``; return the number."""
         fields = _clean(fields)
         fields.setdefault("status", "started")
         fields.setdefault("started_at", time.time())
         with self._write() as db:
-            turn = db.execute("SELECT COALESCE(MAX(turn), 0) + 1 FROM turns WHERE session = ?",
-                              (session,)).fetchone()[0]
+            if turn is None:
+                turn = db.execute("SELECT COALESCE(MAX(turn), 0) + 1 FROM turns WHERE "
+                                  "session = ?", (session,)).fetchone()[0]
             names = ["session", "turn", *fields]
             db.execute(f"INSERT INTO turns ({', '.join(names)}) VALUES "
                        f"({', '.join('?' * len(names))})", (session, turn, *fields.values()))
@@ -272,8 +281,9 @@ class HistoryStore:
         return rows[0] if rows else None
 
     def rows(self, session: str | None = None, *, statuses: Sequence[str] | None = None,
-             turns: Iterable[int] | None = None) -> list[dict[str, Any]]:
-        where, params = _where(session, statuses, turns)
+             turns: Iterable[int] | None = None, experiment: str | None = None
+             ) -> list[dict[str, Any]]:
+        where, params = _where(session, statuses, turns, experiment)
         with self._lock:
             cursor = self._db.execute(
                 f"SELECT {', '.join('t.' + n for n in NAMES)}, s.upload_url FROM turns t "
@@ -294,14 +304,15 @@ class HistoryStore:
             return [r[0] for r in self._db.execute(
                 "SELECT DISTINCT session FROM turns ORDER BY session")]
 
-    def dataframe(self, session: str | None = None) -> pd.DataFrame:
+    def dataframe(self, session: str | None = None, *,
+                  experiment: str | None = None) -> pd.DataFrame:
         """The history as a DataFrame: the schema's columns in order, one row per turn,
         ``started_at`` tz-aware UTC, seconds as floats, token counts as nullable ints.
 
         Reading never writes: a turn whose process is gone shows as ``interrupted`` here,
         and becomes so in the store when ``Session.resume()`` picks it up.
         """
-        where, params = _where(session, None, None)
+        where, params = _where(session, None, None, experiment)
         with self._lock:
             cursor = self._db.execute(
                 f"SELECT {', '.join('t.' + n for n in NAMES)}, s.owner, s.updated_at FROM turns "
@@ -340,11 +351,13 @@ def to_frame(rows: list[tuple]) -> pd.DataFrame:
 
 
 def _where(session: str | None, statuses: Sequence[str] | None,
-           turns: Iterable[int] | None) -> tuple[str, list[Any]]:
+           turns: Iterable[int] | None, experiment: str | None = None
+           ) -> tuple[str, list[Any]]:
     clauses, params = [], []
-    if session is not None:
-        clauses.append("t.session = ?")
-        params.append(session)
+    for name, value in (("session", session), ("experiment", experiment)):
+        if value is not None:
+            clauses.append(f"t.{name} = ?")
+            params.append(value)
     if statuses:
         clauses.append(f"t.status IN ({', '.join('?' * len(statuses))})")
         params += list(statuses)
@@ -363,15 +376,17 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_history(home: str | os.PathLike[str] | None = None,
-                 session: str | None = None) -> pd.DataFrame:
-    """All turns of every session under ``home`` (or of one ``session``) as a DataFrame.
+                 session: str | None = None, *, experiment: str | None = None
+                 ) -> pd.DataFrame:
+    """All turns of every session under ``home`` (or of one ``session``, or of one
+    ``experiment``: see :class:`~voicenb.Experiment`) as a DataFrame.
 
     >>> df = vnb.load_history()                       # doctest: +SKIP
     >>> df.groupby("session").total_s.median()        # doctest: +SKIP
     """
     store = HistoryStore(home)
     try:
-        return store.dataframe(session)
+        return store.dataframe(session, experiment=experiment)
     finally:
         store.close()
 
@@ -386,22 +401,25 @@ TOP = ("setup_s", "wait_s", "stt_s", "llm_s", "overhead_s")
 
 
 class Summary:
-    """:func:`summary`'s result: ``latency`` (p50/p90/max per stage), ``by_status`` (counts)
-    and ``tokens`` (totals and per-turn means)."""
+    """:func:`summary`'s result: ``latency`` (p50/p90/max per stage), ``by_status`` (counts),
+    ``tokens`` (totals and per-turn means) and ``cost`` (USD: total, per turn, and how many
+    turns have a price; see :mod:`voicenb.pricing`)."""
 
     def __init__(self, latency: pd.DataFrame, by_status: pd.Series, tokens: pd.DataFrame,
-                 turns: int) -> None:
+                 turns: int, cost: pd.Series) -> None:
         self.latency, self.by_status, self.tokens, self.turns = latency, by_status, tokens, turns
+        self.cost = cost
 
     def __repr__(self) -> str:
         return (f"{self.turns} turns\n\nlatency (s)\n{self.latency.round(3).to_string()}\n\n"
                 f"by status\n{self.by_status.to_string()}\n\ntokens\n"
-                f"{self.tokens.to_string()}")
+                f"{self.tokens.to_string()}\n\ncost (USD)\n{self.cost.to_string()}")
 
     def _repr_html_(self) -> str:  # pandas escapes cell text
         return (f"<p>{self.turns} turns</p><h4>latency (s)</h4>{self.latency.round(3).to_html()}"
                 f"<h4>by status</h4>{self.by_status.to_frame().to_html()}"
-                f"<h4>tokens</h4>{self.tokens.to_html()}")
+                f"<h4>tokens</h4>{self.tokens.to_html()}"
+                f"<h4>cost (USD)</h4>{self.cost.to_frame('USD').to_html()}")
 
 
 def summary(df: pd.DataFrame) -> Summary:
@@ -424,7 +442,10 @@ def summary(df: pd.DataFrame) -> Summary:
         "mean per turn": [df["prompt_tokens"].astype("float64").mean(),
                           df["completion_tokens"].astype("float64").mean()],
     }, index=["prompt_tokens", "completion_tokens"])
-    return Summary(latency, by_status, tokens, len(df))
+    cost = df["cost_usd"].astype("float64")
+    spent = pd.Series({"total": cost.sum(), "mean per turn": cost.mean(),
+                       "turns priced": float(cost.notna().sum())}, name="cost_usd")
+    return Summary(latency, by_status, tokens, len(df), spent)
 
 
 def plot_latency(df: pd.DataFrame, ax: Any = None) -> Any:

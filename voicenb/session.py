@@ -16,25 +16,12 @@ import pandas as pd
 
 from ._config import Settings, resolve
 from ._errors import ConfigError, VoicenbError
-from ._turns import NO_SPEECH, OnStatus, OnToken, Pipeline, Turn, Work
+from ._turns import NO_SPEECH, OnStatus, OnToken, Pipeline, Turn, Work, check_template
 from .audio import AudioLike
 from .stt.sync import LiveUpload
 from .llm import Chat
 
 __all__ = ["Session", "Turn", "NO_SPEECH"]
-
-
-def _check_template(template: str) -> None:
-    if "{transcript}" not in template:
-        raise ConfigError("prompt_template must contain {transcript}, e.g. "
-                          "'Answer briefly: {transcript}'.")
-    try:
-        template.format(transcript="a question")
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise ConfigError(
-            f"prompt_template {template!r} has a placeholder other than "
-            f"{{transcript}} ({type(exc).__name__}: {exc}). Write a literal brace twice: "
-            "'Reply as JSON {{\"answer\": ...}}: {transcript}'.") from None
 
 
 class Session:
@@ -67,7 +54,7 @@ class Session:
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigError("A session needs a name, e.g. Session('demo').")
-        _check_template(prompt_template)
+        check_template(prompt_template)
         self.name = name
         self.speak = speak
         self._turns = Pipeline(name, resolve(settings, home=home, stt=stt, model=model),

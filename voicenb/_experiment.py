@@ -1,0 +1,564 @@
+"""What :class:`~voicenb.Experiment` runs on (private): its clips, their references, its
+variants, and the runner that turns (clip, variant) pairs into history rows.
+
+Each pair is turn ``clip index + 1`` of the session ``"<experiment>/<variant>"``, so a rerun
+finds what is done by position, and a clip that changed under a name is refused rather than
+mixed in. Variants whose speech-to-text is the same backend with the same options form one
+group: each clip is transcribed once per group, and every variant of the group answers from
+that transcript.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ._config import Settings, resolve
+from ._errors import AudioError, ConfigError, TranscriptionError, VoicenbError
+from ._turns import NO_SPEECH, check_template
+from .accuracy import word_errors
+from .audio import Audio
+from .history import STAGES, HistoryStore
+from .llm import Chat
+from .pricing import Prices
+from .stt import get_backend
+from .stt.base import Backend, Checkpoint, Transcript, source_name
+from .stt.local import auto_backend
+
+#: what a variant may set
+VARIANT_KEYS = ("stt", "model", "system", "prompt_template", "stt_options")
+#: the files a folder of clips is read for
+AUDIO_SUFFIXES = (".wav", ".webm", ".ogg", ".opus", ".mp3", ".m4a", ".flac", ".aiff", ".aif")
+
+
+# -- clips and references ---------------------------------------------------------------------
+
+@dataclass
+class Clip:
+    """One clip of the experiment: turn ``index + 1`` of every variant."""
+
+    index: int
+    name: str
+    audio: Audio | None  # None when the clip could not be read: ``error`` says why
+    reference: str | None = None
+    error: AudioError | None = None
+
+    @property
+    def sha256(self) -> str | None:
+        return self.audio.sha256 if self.audio is not None else None
+
+
+def clips_of(audio: Any) -> list[Clip]:
+    """The clips of ``audio``: a history DataFrame (rows with an audio file), a folder, a
+    path, or a list of paths/bytes/:class:`Audio`. A clip that cannot be read is kept, with
+    its error, so that it becomes an error row rather than a raise."""
+    if isinstance(audio, pd.DataFrame):
+        if "audio_path" not in audio.columns:
+            raise ConfigError("audio= is a DataFrame without an audio_path column: pass "
+                              "vnb.load_history(...) rows, a folder, or a list of paths.")
+        items: list[Any] = [p for p in audio["audio_path"] if isinstance(p, str) and p]
+    elif isinstance(audio, (str, os.PathLike)) and Path(audio).is_dir():
+        items = sorted(p for p in Path(audio).iterdir()
+                       if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        if not items:
+            raise ConfigError(f"The folder {str(audio)!r} has no audio files "
+                              f"({', '.join(AUDIO_SUFFIXES)}).")
+    elif isinstance(audio, (str, os.PathLike, bytes, Audio)):
+        items = [audio]
+    elif isinstance(audio, Iterable):
+        items = list(audio)
+    else:
+        raise ConfigError(f"audio= takes a folder, a list of clips or history rows, not "
+                          f"{type(audio).__name__}.")
+    if not items:
+        raise ConfigError("audio= has no clips: an experiment needs at least one.")
+    clips = []
+    for i, item in enumerate(items):
+        name = Path(item).name if isinstance(item, (str, os.PathLike)) else source_name(item)
+        try:
+            clips.append(Clip(i, name, Audio(item)))
+        except AudioError as exc:
+            clips.append(Clip(i, name, None, error=exc))
+    return clips
+
+
+def attach_references(clips: list[Clip], reference: Any, audio: Any) -> None:
+    """Set each clip's reference text from ``reference``: a JSON file or a dict of
+    ``{path or file name: text}`` (matched by content, then by file name), a list in clip
+    order, or the name of a column of the ``audio`` DataFrame."""
+    if reference is None:
+        return
+    if isinstance(reference, pd.Series) or (
+            isinstance(reference, str) and isinstance(audio, pd.DataFrame)
+            and reference in audio.columns):
+        column = audio[reference] if isinstance(reference, str) else reference
+        if isinstance(audio, pd.DataFrame):
+            column = column[audio["audio_path"].map(lambda p: isinstance(p, str) and bool(p))]
+        reference = [None if pd.isna(v) else str(v) for v in column]
+    if isinstance(reference, (str, os.PathLike)):
+        reference = _read_reference_file(Path(reference))
+    if isinstance(reference, Mapping):
+        _match(clips, reference)
+    elif isinstance(reference, (list, tuple)):
+        if len(reference) != len(clips):
+            raise ConfigError(f"reference= has {len(reference)} texts for {len(clips)} clips: "
+                              "give one per clip, in the same order (None where unknown).")
+        for clip, text in zip(clips, reference):
+            clip.reference = text
+    else:
+        raise ConfigError("reference= takes a JSON file, a {clip: text} dict, a list in clip "
+                          f"order or a column name, not {type(reference).__name__}.")
+
+
+def _read_reference_file(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"The reference file {str(path)!r} does not exist.") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"The reference file {str(path)!r} is not JSON ({exc}); write "
+                          '{"question.wav": "what was said", ...}.') from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"The reference file {str(path)!r} must hold one JSON object, "
+                          '{"question.wav": "what was said", ...}.')
+    return {str(path.parent / name): text for name, text in data.items()}
+
+
+def _match(clips: list[Clip], reference: Mapping[Any, Any]) -> None:
+    """By content (the sha256 of a reference file that exists), else by file name."""
+    by_sha: dict[str, str] = {}
+    by_name: dict[str, str] = {}
+    for key, text in reference.items():
+        path = Path(key) if isinstance(key, (str, os.PathLike)) else None
+        if path is not None and path.is_file():
+            try:
+                by_sha[Audio(path).sha256] = text
+            except AudioError:
+                pass
+        by_name[Path(str(key)).name] = text
+    for clip in clips:
+        if clip.sha256 in by_sha:
+            clip.reference = by_sha[clip.sha256]
+        else:
+            clip.reference = by_name.get(clip.name)
+
+
+# -- variants -----------------------------------------------------------------------------------
+
+@dataclass
+class Variant:
+    """One variant: its settings (``stt="auto"`` decided), prompt and speech options."""
+
+    name: str
+    session: str
+    settings: Settings
+    system: str | None
+    prompt_template: str
+    stt_options: dict[str, Any]
+    simulated: str | None = None
+    _prices: Prices | None = field(default=None, repr=False)
+
+    @property
+    def stt(self) -> str:
+        return self.settings.stt or "assemblyai"
+
+    def backend(self) -> Backend:
+        return get_backend(self.stt, self.settings)
+
+    def prices(self) -> Prices:
+        if self._prices is None:
+            self._prices = Prices.load(self.settings)
+        return self._prices
+
+    def stt_key(self) -> tuple[str, int, str]:
+        """Variants with the same key share each clip's transcript: the same backend client
+        (one per configuration) and the same options."""
+        try:
+            client = id(self.backend())
+        except ConfigError:
+            client = 0  # no key: each of its turns fails, saying what to set
+        return self.stt, client, json.dumps(self.stt_options, sort_keys=True, default=str)
+
+
+def variants_of(experiment: str, variants: Any, settings: Settings | None,
+                home: str | None) -> list[Variant]:
+    if not isinstance(variants, Mapping) or not variants:
+        raise ConfigError("variants= needs at least one variant, e.g. {'aai + mini': "
+                          "dict(stt='assemblyai', model='gpt-4o-mini')}.")
+    out = []
+    for name, spec in variants.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"A variant needs a name (a non-empty string), not {name!r}.")
+        spec = dict(spec or {})
+        unknown = sorted(set(spec) - set(VARIANT_KEYS))
+        if unknown:
+            raise ConfigError(f"Variant {name!r} sets {', '.join(unknown)}: a variant may set "
+                              f"{', '.join(VARIANT_KEYS)}.")
+        template = spec.get("prompt_template") or "{transcript}"
+        check_template(template)
+        cfg = resolve(settings, home=home, stt=spec.get("stt"), model=spec.get("model"))
+        if cfg.stt == "auto":
+            try:
+                cfg = cfg.replace(stt=auto_backend(cfg))
+            except ConfigError:
+                pass  # its turns fail at transcription, listing the options
+        out.append(Variant(name, f"{experiment}/{name}", cfg, spec.get("system"), template,
+                           dict(spec.get("stt_options") or {})))
+    return out
+
+
+def simulated(variant: Variant) -> str | None:
+    """Which of the variant's services a voicenb simulator answers: "stt", "llm", both."""
+    from .sim import serves
+
+    s = variant.settings
+    urls = {"assemblyai": (s.assemblyai_base_url, s.assemblyai_sync_url),
+            "openai": (s.openai_base_url,)}.get(variant.stt, ())
+    parts = [name for name, hit in (("stt", any(serves(u) for u in urls if u)),
+                                    ("llm", serves(s.openai_base_url))) if hit]
+    return "+".join(parts) or None
+
+
+# -- the runner ---------------------------------------------------------------------------------
+
+@dataclass
+class Cell:
+    """One (clip, variant) pair still to do, and the times that make up its row."""
+
+    variant: Variant
+    clip: Clip
+    t0: float = 0.0
+    ready: float = 0.0
+    queued: float = 0.0
+    setup_s: float = 0.0
+    wait_s: float = 0.0
+
+    @property
+    def turn(self) -> int:
+        return self.clip.index + 1
+
+
+@dataclass
+class Job:
+    """A clip to transcribe once for a group of cells (variants sharing speech-to-text)."""
+
+    clip: Clip
+    cells: list[Cell]
+    backend: Backend | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    transcript: Transcript | None = None  # known already (an earlier run)
+    checkpoint: Checkpoint = Checkpoint()
+
+
+class _Stopped(Exception):
+    """Raised in a transcription thread once the run was interrupted, to end it."""
+
+
+class Runner:
+    """One :meth:`Experiment.run`: a thread per speech-to-text group transcribes its clips
+    through the backend's ``transcribe_many``; each transcript, as it arrives, is answered
+    by every variant of the group on a pool of ``llm_concurrency`` threads."""
+
+    def __init__(self, store: HistoryStore, name: str, clips: list[Clip],
+                 variants: list[Variant], *, concurrency: int, llm_concurrency: int,
+                 progress: bool) -> None:
+        if concurrency < 1 or llm_concurrency < 1:
+            raise ConfigError("concurrency and llm_concurrency must be at least 1.")
+        self.store, self.name, self.clips, self.variants = store, name, clips, variants
+        self.concurrency, self.llm_concurrency, self.progress = (concurrency, llm_concurrency,
+                                                                 progress)
+        self.cond = threading.Condition()
+        self.pending: set[int] = set()  # id() of the cells not finished yet
+        self.stop = threading.Event()
+        self.local = threading.local()  # a Chat per variant per answering thread
+        self.pool: ThreadPoolExecutor | None = None
+        #: why some costs are unknown (no price for a model), each said once
+        self.unpriced: dict[str, None] = {}
+        self.bar: Any = None
+
+    # -- planning: which pairs are done, which clips each group must transcribe ------------
+
+    def plan(self) -> list[Job]:
+        self.store.mark_interrupted()  # rows still in a stage belong to a live process
+        rows = {v.name: {r["turn"]: r for r in self.store.rows(v.session)}
+                for v in self.variants}
+        groups: dict[tuple, list[Variant]] = {}
+        for v in self.variants:
+            groups.setdefault(v.stt_key(), []).append(v)
+        jobs = []
+        for members in groups.values():
+            for clip in self.clips:
+                job = self._job(clip, members, rows)
+                if job is not None:
+                    jobs.append(job)
+        return jobs
+
+    def _job(self, clip: Clip, members: list[Variant],
+             rows: dict[str, dict[int, dict[str, Any]]]) -> Job | None:
+        job = Job(clip, [], options=members[0].stt_options)
+        for v in members:
+            row = rows[v.name].get(clip.index + 1)
+            if row is not None and clip.sha256 and row["audio_sha256"] not in (None,
+                                                                               clip.sha256):
+                raise ConfigError(
+                    f"Experiment {self.name!r} already has a different clip {clip.index + 1} "
+                    f"for variant {v.name!r} (it is now {clip.name!r}). Keep the clips in "
+                    "the same order to finish a run, or give the experiment a new name.")
+            if row is not None:
+                if (row["transcript"] or "").strip() and row["stt_s"] is not None:
+                    job.transcript = Transcript.from_row(row)
+                if row.get("upload_url") or row["transcript_id"]:
+                    job.checkpoint = Checkpoint(row.get("upload_url"), row["transcript_id"])
+                if row["status"] == "ok":
+                    self._refresh_reference(v, clip, row)
+                    continue
+                if row["status"] in STAGES:
+                    continue  # another process is running this pair now
+            job.cells.append(Cell(v, clip))
+        return job if job.cells else None
+
+    def _refresh_reference(self, v: Variant, clip: Clip, row: dict[str, Any]) -> None:
+        """A finished pair whose reference changed gets the new one and its WER (no call)."""
+        if row["reference"] != clip.reference:
+            self.store.update(v.session, clip.index + 1, reference=clip.reference,
+                              wer=_wer(clip.reference, row["transcript"]))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run every pair still to do; return how many there were."""
+        from tqdm.auto import tqdm
+
+        jobs = self.plan()
+        cells = [c for job in jobs for c in job.cells]
+        if not cells:
+            return 0
+        self.pending = {id(c) for c in cells}
+        self.bar = tqdm(total=len(cells), desc=self.name, unit="turn",
+                        disable=not self.progress)
+        self.pool = ThreadPoolExecutor(self.llm_concurrency, thread_name_prefix="voicenb-llm")
+        threads: list[threading.Thread] = []
+        try:
+            threads = self._start(jobs)
+            with self.cond:
+                while self.pending:
+                    self.cond.wait(0.2)  # wakes for Ctrl-C too
+        except BaseException as exc:
+            self.stop.set()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for cell in cells:
+                if id(cell) in self.pending:
+                    self._fail(cell, exc)
+            raise
+        finally:
+            self.bar.close()
+        for thread in threads:
+            thread.join()
+        self.pool.shutdown()
+        return len(cells)
+
+    def _start(self, jobs: list[Job]) -> list[threading.Thread]:
+        """Write every pair's row (before any request), answer what was heard already, and
+        start a transcription thread per group."""
+        groups: dict[tuple, list[Job]] = {}
+        for job in jobs:
+            self._open(job)
+        for job in jobs:
+            if job.transcript is not None:
+                self._heard(job, job.transcript)
+            elif all(id(c) in self.pending for c in job.cells):  # not failed while opening
+                groups.setdefault(job.cells[0].variant.stt_key(), []).append(job)
+        threads = []
+        for group in groups.values():
+            thread = threading.Thread(target=self._transcribe, args=(group,), daemon=True,
+                                      name="voicenb-stt")
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _open(self, job: Job) -> None:
+        saved = (job.clip.audio.save(self.store.audio_dir) if job.clip.audio is not None
+                 else None)
+        error: VoicenbError | None = job.clip.error
+        backend = None
+        if error is None:
+            try:
+                backend = job.backend = job.cells[0].variant.backend()
+            except ConfigError as exc:
+                error = exc
+        if error is None and job.transcript is None and job.checkpoint == Checkpoint() \
+                and job.clip.audio.is_silent():
+            error = AudioError(NO_SPEECH.format(why="the recording is silent"),
+                               source=job.clip.name)
+        for cell in job.cells:
+            self._write_row(job, cell, saved, backend)
+        if error is not None:
+            for cell in job.cells:
+                self._fail(cell, error)
+
+    def _write_row(self, job: Job, cell: Cell, saved: Path | None,
+                   backend: Backend | None) -> None:
+        v, clip = cell.variant, job.clip
+        status = ("answering" if job.transcript is not None else "uploading"
+                  if backend is not None and job.checkpoint.upload_url is None
+                  and backend.uploads_clip(clip.audio, job.options) else "transcribing")
+        fields: dict[str, Any] = dict(
+            status=status, error=None, stt_backend=v.stt, llm_model=v.settings.model,
+            experiment=self.name, variant=v.name, reference=clip.reference,
+            simulated=v.simulated)
+        if saved is not None:
+            fields.update(audio_path=str(saved.relative_to(self.store.home)),
+                          audio_s=clip.audio.duration, audio_sha256=clip.sha256)
+        else:
+            fields.update(audio_path=clip.name)
+        if self.store.get(v.session, cell.turn) is None:
+            self.store.start_turn(v.session, turn=cell.turn, **fields)
+        else:
+            self.store.update(v.session, cell.turn, **fields)
+        cell.ready = time.monotonic()
+        cell.t0 = cell.ready - ((job.transcript.stt_s or 0.0) if job.transcript else 0.0)
+
+    def _transcribe(self, jobs: list[Job]) -> None:
+        delivered: set[int] = set()
+
+        def on_stage(k: int, stage: str, value: Any) -> None:
+            now = time.monotonic()
+            job = jobs[k]
+            if self.stop.is_set():  # interrupted: keep what a rerun can reuse, then end
+                self._stage(job, stage, value, now, keep_only=True)
+                raise _Stopped
+            self._stage(job, stage, value, now)
+            if stage == "done":
+                delivered.add(k)
+                self._heard(job, value)
+
+        try:
+            jobs[0].backend.transcribe_many(
+                [job.clip.audio for job in jobs], concurrency=self.concurrency, progress=False,
+                on_stage=on_stage, resume=[job.checkpoint for job in jobs], **jobs[0].options)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # a bug, or the backend refused the options
+            for k, job in enumerate(jobs):
+                if k not in delivered:
+                    for cell in job.cells:
+                        self._fail(cell, exc)
+
+    def _stage(self, job: Job, stage: str, value: Any, now: float,
+               keep_only: bool = False) -> None:
+        """Write down what the backend just did for every pair sharing the clip."""
+        for cell in job.cells:
+            session, turn = cell.variant.session, cell.turn
+            if stage == "started" and not keep_only:
+                cell.wait_s += max(0.0, now - cell.ready)  # waited for a free slot
+            elif stage == "uploaded":
+                extra = {} if keep_only else dict(status="transcribing",
+                                                  upload_s=now - cell.t0)
+                self.store.update(session, turn, upload_url=value, **extra)
+            elif stage == "submitted":
+                extra = {} if keep_only else dict(status="transcribing")
+                self.store.update(session, turn, transcript_id=value, **extra)
+
+    def _heard(self, job: Job, transcript: Transcript) -> None:
+        """A clip's transcript is in: record it on every pair, then queue their answers."""
+        from ._turns import outcome
+
+        result = outcome(transcript)
+        row = transcript.to_row()
+        if row.get("upload_s") is None:
+            row.pop("upload_s")  # keep the time measured when it was uploaded
+        if isinstance(result, VoicenbError):
+            row = {k: row[k] for k in ("transcript_id", "polls", "stt_s") if row.get(k)}
+        for cell in job.cells:
+            self.store.update(cell.variant.session, cell.turn, **row,
+                              wer=_wer(job.clip.reference, transcript.text)
+                              if transcript.ok else None)
+        if isinstance(result, VoicenbError) or not transcript.text.strip():
+            error = result if isinstance(result, VoicenbError) else TranscriptionError(
+                NO_SPEECH.format(why="the transcript is empty"), transcript_id=transcript.id)
+            for cell in job.cells:
+                self._fail(cell, error)
+            return
+        for cell in job.cells:
+            cell.queued = time.monotonic()
+            try:
+                self.pool.submit(self._answer, cell, transcript)
+            except RuntimeError:  # the pool was shut down: the run was interrupted
+                return
+
+    def _answer(self, cell: Cell, transcript: Transcript) -> None:
+        if self.stop.is_set():
+            return
+        v, start = cell.variant, time.monotonic()
+        cell.wait_s += start - cell.queued  # for a free answering slot
+        try:
+            chat = self._chat(cell)
+            prompt = v.prompt_template.format(transcript=transcript.text.strip())
+            self.store.update(v.session, cell.turn, status="answering", prompt=prompt)
+            answer = chat.ask(prompt)
+            total = time.monotonic() - cell.t0
+            named = (transcript.stt_s or 0.0) + (answer.llm_s or 0.0) + cell.setup_s \
+                + cell.wait_s
+            self.store.update(v.session, cell.turn, status="ok", error=None, total_s=total,
+                              setup_s=cell.setup_s, wait_s=cell.wait_s,
+                              overhead_s=max(0.0, total - named), **answer.to_row())
+            self._cost(cell)
+        except BaseException as exc:
+            self._fail(cell, exc)
+            return
+        self._finished(cell)
+
+    def _chat(self, cell: Cell) -> Chat:
+        """This thread's conversation for the variant: one question at a time, no memory,
+        so every clip is answered on its own whatever order the clips finish in."""
+        chats = self.local.__dict__.setdefault("chats", {})
+        chat = chats.get(cell.variant.name)
+        if chat is None:
+            t = time.monotonic()
+            v = cell.variant
+            chat = chats[v.name] = Chat(v.settings.model, v.system, max_history=0,
+                                        settings=v.settings)
+            cell.setup_s += time.monotonic() - t
+        return chat
+
+    def _cost(self, cell: Cell) -> None:
+        row = self.store.get(cell.variant.session, cell.turn)
+        if row is not None:
+            prices = cell.variant.prices()
+            self.store.update(cell.variant.session, cell.turn,
+                              cost_usd=prices.turn_cost(row))
+            if prices.missing(row):
+                with self.cond:
+                    self.unpriced.setdefault(prices.explain(row), None)
+
+    def _fail(self, cell: Cell, exc: BaseException) -> None:
+        if isinstance(exc, VoicenbError):
+            status, error = "error", str(exc)
+        else:  # Ctrl-C, or a bug: a rerun finishes it
+            status = "interrupted"
+            error = f"Interrupted ({type(exc).__name__}); Experiment.run() again finishes it."
+        self.store.update(cell.variant.session, cell.turn, status=status, error=error)
+        self._cost(cell)  # what was billed before it failed (the transcript, say)
+        self._finished(cell)
+
+    def _finished(self, cell: Cell) -> None:
+        with self.cond:
+            if id(cell) in self.pending:
+                self.pending.discard(id(cell))
+                self.bar.update(1)
+                self.cond.notify_all()
+
+
+def _wer(reference: str | None, transcript: str | None) -> float | None:
+    if reference is None or transcript is None:
+        return None
+    return word_errors(reference, transcript).wer
