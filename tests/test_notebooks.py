@@ -113,3 +113,16 @@ def test_history_analyses_every_session_and_exports(workdir):
     nb, _ = _run(workdir / "history.ipynb", workdir)
     assert "13 turns in 2 sessions" in _text(nb)
     assert (workdir / "history-export.csv").exists()
+
+
+def test_compare_runs_every_variant_and_labels_simulated_figures(workdir):
+    nb, _ = _run(workdir / "compare.ipynb", workdir)
+    text = _text(nb)
+    import voicenb as vnb
+
+    df = vnb.load_history(workdir / "voicenb-data", experiment="compare")
+    assert len(df) == 12 * 5 and (df["status"] == "ok").all(), df["error"].dropna().tolist()
+    assert set(df["simulated"]) == {"stt+llm", "llm"}  # pocketsphinx runs here, for real
+    assert df.loc[df["variant"] == "aai + mini", "wer"].mean() > 0  # the simulator misheard
+    assert "simulated" in text and "image/png" in text and "<audio" in text
+    assert "compare.parquet (60, " in text

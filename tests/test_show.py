@@ -19,7 +19,7 @@ def session(sim, tmp_path):
 def test_each_turn_has_a_player_of_its_own_audio(session, samples):
     session.ask_many(samples, progress=False)
     page = vnb.show(session.history)._repr_html_()
-    players = re.findall(r"<audio controls preload='none' src='data:audio/wav;base64,([^']+)'",
+    players = re.findall(r"<audio controls preload='metadata' src='data:audio/wav;base64,([^']+)'",
                          page)
     assert len(players) == 3
     assert [base64.b64decode(p) for p in players] == [s.read_bytes() for s in samples]

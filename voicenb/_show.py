@@ -141,4 +141,4 @@ def _player(row: pd.Series) -> str:
         return "<span class='vnb-meta'>no audio</span>"
     data = base64.b64encode(file.read_bytes()).decode("ascii")
     mime = _MIME.get(file.suffix.lower(), "audio/wav")
-    return f"<audio controls preload='none' src='data:{mime};base64,{data}'></audio>"
+    return f"<audio controls preload='metadata' src='data:{mime};base64,{data}'></audio>"
