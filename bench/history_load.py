@@ -25,7 +25,10 @@ def fill(store: vnb.HistoryStore, n: int) -> None:
              f"audio/{i:064x}.wav", 2.5, f"{i:064x}", "assemblyai", f"id-{i}",
              "What is the capital of France?", 0.93, 0.05, 1.6, 4, 1.7, "gpt-4o-mini",
              "What is the capital of France?", "Paris is the capital of France. " * 4, 0.3,
-             1.2, 42, 31, 3.0, 0.0, 0.0, 0.1, "assemblyai-stt-3-7") for i in range(1, n + 1)]
+             1.2, 42, 31, 3.0, 0.0, 0.0, 0.1, "assemblyai-stt-3-7",
+             None if i % 3 else "bench-exp", None if i % 3 else "a + mini",
+             "What is the capital of France?", 0.0, 0.000123, "stt+llm")
+            for i in range(1, n + 1)]
     with store._write() as db:
         db.executemany(f"INSERT INTO turns VALUES ({', '.join('?' * len(NAMES))})", rows)
 

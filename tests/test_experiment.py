@@ -258,3 +258,82 @@ def test_an_experiment_killed_mid_run_finishes_without_a_second_call(sim, tmp_pa
     assert len(sim.jobs) == 3 and sim.stats["uploads"] == 3  # re-polled, not sent again
     assert sim.stats["chat_completions"] == 6
     assert not math.isnan(df["total_s"].max())
+
+
+def test_a_reference_column_with_gaps_counts_them_as_unknown(experiment):
+    exp = experiment(reference=["What is the capital of France?", float("nan"), None])
+    df = exp.run(progress=False)
+    assert df["reference"].isna().tolist() == [False, True, True] * 3
+    assert df["wer"].notna().tolist() == [True, False, False] * 3
+    with pytest.raises(vnb.ConfigError, match="must be the text that was said"):
+        experiment(reference=[1, 2, 3])
+
+
+def test_a_bad_price_file_is_said_before_anything_is_paid_for(experiment, sim, tmp_path):
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"llm": {"gpt-4o-mini": {"input_per_mtok": 1.0}}}')
+    bad = vnb.Settings(prices=str(prices))
+    with pytest.raises(vnb.ConfigError, match="prices.json"):
+        vnb.Experiment("p", audio=vnb.sim.samples(), variants=VARIANTS, settings=bad,
+                       home=tmp_path / "data")
+    with pytest.raises(vnb.ConfigError, match="prices.json"):
+        vnb.Session("p", home=tmp_path / "data", settings=bad)
+    assert calls(sim) == (0, 0, 0)
+
+
+def test_a_variant_changed_under_its_name_is_refused(experiment, sim):
+    experiment(variants={"m": dict(model="gpt-4o-mini")}).run(progress=False)
+    with pytest.raises(vnb.ConfigError, match="Give the changed variant a new name"):
+        experiment(variants={"m": dict(model="gpt-4o")}).run(progress=False)
+    with pytest.raises(vnb.ConfigError, match="already ran as"):
+        experiment(variants={"m": dict(model="gpt-4o-mini", stt="openai")}).run(progress=False)
+    # a new variant beside it is fine, and the old one is not run again
+    before = calls(sim)
+    df = experiment(variants={"m": dict(model="gpt-4o-mini"),
+                              "n": dict(model="gpt-4o")}).run(progress=False)
+    assert (df["status"] == "ok").all() and calls(sim)[2] == before[2] + 3
+
+
+def test_a_rerun_without_references_keeps_the_ones_recorded(experiment, sim):
+    first = experiment().run(progress=False)
+    again = experiment(reference=None).run(progress=False)
+    assert again["reference"].tolist() == first["reference"].tolist()
+    assert again["wer"].tolist() == first["wer"].tolist()
+
+
+def test_an_option_the_backend_does_not_take_is_an_error_that_says_so(experiment, sim):
+    with pytest.warns(RuntimeWarning):
+        df = experiment(variants={"o": dict(stt="openai", stt_options={"word_boost": ["x"]})}
+                        ).run(progress=False)
+    assert (df["status"] == "error").all()
+    assert df["error"].str.contains("word_boost").all()
+    assert df["error"].str.contains("check its stt_options").all()
+
+
+def test_compare_says_over_how_many_clips_each_wer_is(experiment, sim):
+    sim.fail_audio(vnb.sim.samples()[2], "Audio too noisy")
+    exp = experiment(variants={"aai": dict(stt="assemblyai"), "oai": dict(stt="openai")})
+    with pytest.warns(RuntimeWarning):
+        exp.run(progress=False)
+    table = exp.compare(baseline="oai")
+    assert table.loc["aai", "wer_clips"] == 2 and table.loc["oai", "wer_clips"] == 3
+
+
+TWO = """
+import sys, voicenb as vnb
+exp = vnb.Experiment("both", audio=vnb.sim.samples(), home=sys.argv[1],
+                     variants={"a": dict(stt="assemblyai"), "b": dict(stt="openai")})
+exp.run(progress=False)
+"""
+
+
+def test_two_processes_running_one_experiment_do_each_pair_once(sim, tmp_path):
+    home = tmp_path / "data"
+    procs = [subprocess.Popen([sys.executable, "-W", "ignore", "-c", TWO, str(home)],
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    df = vnb.load_history(home, experiment="both")
+    assert len(df) == 6 and (df["status"] == "ok").all(), df["error"].tolist()
+    assert sim.stats["chat_completions"] == 6 and sim.stats["audio_transcriptions"] == 3
+    assert len(sim.jobs) == 3 and sim.stats["uploads"] == 3

@@ -56,6 +56,9 @@ def test_an_experiment_shows_variants_side_by_side_per_clip(sim, tmp_path, sampl
     assert re.findall(r"<th>([^<]*)</th>", page) == ["clip", "audio", "reference", "a", "b"]
     assert page.count("<tr>") == 4
     assert "ref 0" in page and "WER" in page and "simulated stt+llm" in page
+    two = vnb.show(df, max_rows=2)._repr_html_()  # two clips, each with all its variants
+    assert two.count("<audio ") == 2 and "showing 2 of 3 clips" in two
+    assert two.count("answered") == 4
 
 
 def test_show_refuses_what_is_not_history():

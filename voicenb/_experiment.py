@@ -27,7 +27,7 @@ from ._errors import AudioError, ConfigError, TranscriptionError, VoicenbError
 from ._turns import NO_SPEECH, check_template
 from .accuracy import word_errors
 from .audio import Audio
-from .history import STAGES, HistoryStore
+from .history import STAGES, HistoryStore, owner_id
 from .llm import Chat
 from .pricing import Prices
 from .stt import get_backend
@@ -113,10 +113,20 @@ def attach_references(clips: list[Clip], reference: Any, audio: Any) -> None:
             raise ConfigError(f"reference= has {len(reference)} texts for {len(clips)} clips: "
                               "give one per clip, in the same order (None where unknown).")
         for clip, text in zip(clips, reference):
-            clip.reference = text
+            clip.reference = _reference_text(text)
     else:
         raise ConfigError("reference= takes a JSON file, a {clip: text} dict, a list in clip "
                           f"order or a column name, not {type(reference).__name__}.")
+
+
+def _reference_text(text: Any) -> str | None:
+    """A reference as text; None (unknown) for None and NaN."""
+    if text is None or (isinstance(text, float) and text != text) or text is pd.NA:
+        return None
+    if not isinstance(text, str):
+        raise ConfigError(f"A reference must be the text that was said, not "
+                          f"{type(text).__name__} {text!r}.")
+    return text
 
 
 def _read_reference_file(path: Path) -> dict[str, str]:
@@ -147,9 +157,9 @@ def _match(clips: list[Clip], reference: Mapping[Any, Any]) -> None:
         by_name[Path(str(key)).name] = text
     for clip in clips:
         if clip.sha256 in by_sha:
-            clip.reference = by_sha[clip.sha256]
+            clip.reference = _reference_text(by_sha[clip.sha256])
         else:
-            clip.reference = by_name.get(clip.name)
+            clip.reference = _reference_text(by_name.get(clip.name))
 
 
 # -- variants -----------------------------------------------------------------------------------
@@ -178,6 +188,16 @@ class Variant:
         if self._prices is None:
             self._prices = Prices.load(self.settings)
         return self._prices
+
+    def spec(self) -> str:
+        """What makes this variant what it is (no keys, no URLs): a rerun under its name
+        must have the same, or its rows would mix two settings."""
+        s = self.settings
+        speech = {"assemblyai": s.speech_models, "whisper": s.whisper_model}.get(self.stt)
+        return json.dumps({"stt": self.stt, "speech_models": speech,
+                           "stt_options": self.stt_options, "model": s.model,
+                           "system": self.system, "prompt_template": self.prompt_template},
+                          sort_keys=True, default=str)
 
     def stt_key(self) -> tuple[str, int, str]:
         """Variants with the same key share each clip's transcript: the same backend client
@@ -211,8 +231,10 @@ def variants_of(experiment: str, variants: Any, settings: Settings | None,
                 cfg = cfg.replace(stt=auto_backend(cfg))
             except ConfigError:
                 pass  # its turns fail at transcription, listing the options
-        out.append(Variant(name, f"{experiment}/{name}", cfg, spec.get("system"), template,
-                           dict(spec.get("stt_options") or {})))
+        variant = Variant(name, f"{experiment}/{name}", cfg, spec.get("system"), template,
+                          dict(spec.get("stt_options") or {}))
+        variant.prices()  # a bad price file is said now, not after the answers are paid for
+        out.append(variant)
     return out
 
 
@@ -236,6 +258,7 @@ class Cell:
 
     variant: Variant
     clip: Clip
+    seen: str | None = None  # the row's status when planned (None: no row yet)
     t0: float = 0.0
     ready: float = 0.0
     queued: float = 0.0
@@ -257,10 +280,17 @@ class Job:
     options: dict[str, Any] = field(default_factory=dict)
     transcript: Transcript | None = None  # known already (an earlier run)
     checkpoint: Checkpoint = Checkpoint()
+    error: VoicenbError | None = None  # why it cannot run at all (unreadable, silent, no key)
 
 
 class _Stopped(Exception):
     """Raised in a transcription thread once the run was interrupted, to end it."""
+
+
+#: (home, session, turn) of the pairs runs in this process are working on now: a row of this
+#: process left in a stage by anything else (a run that was interrupted) is taken up again
+_RUNNING: set[tuple[str, str, int]] = set()
+_RUNNING_LOCK = threading.Lock()
 
 
 class Runner:
@@ -270,24 +300,33 @@ class Runner:
 
     def __init__(self, store: HistoryStore, name: str, clips: list[Clip],
                  variants: list[Variant], *, concurrency: int, llm_concurrency: int,
-                 progress: bool) -> None:
+                 progress: bool, with_reference: bool = True) -> None:
         if concurrency < 1 or llm_concurrency < 1:
             raise ConfigError("concurrency and llm_concurrency must be at least 1.")
         self.store, self.name, self.clips, self.variants = store, name, clips, variants
         self.concurrency, self.llm_concurrency, self.progress = (concurrency, llm_concurrency,
                                                                  progress)
+        #: False when the experiment was given no reference: rows keep the ones they have
+        self.with_reference = with_reference
         self.cond = threading.Condition()
         self.pending: set[int] = set()  # id() of the cells not finished yet
         self.stop = threading.Event()
         self.local = threading.local()  # a Chat per variant per answering thread
         self.pool: ThreadPoolExecutor | None = None
+        self.bar: Any = None
         #: why some costs are unknown (no price for a model), each said once
         self.unpriced: dict[str, None] = {}
-        self.bar: Any = None
 
     # -- planning: which pairs are done, which clips each group must transcribe ------------
 
     def plan(self) -> list[Job]:
+        for v in self.variants:
+            first = self.store.variant_spec(self.name, v.name, v.spec())
+            if first != v.spec():
+                raise ConfigError(
+                    f"Variant {v.name!r} of experiment {self.name!r} already ran as {first}; "
+                    f"it is now {v.spec()}. Give the changed variant a new name (its rows "
+                    "would mix two settings), or the experiment a new name.")
         self.store.mark_interrupted()  # rows still in a stage belong to a live process
         rows = {v.name: {r["turn"]: r for r in self.store.rows(v.session)}
                 for v in self.variants}
@@ -321,14 +360,20 @@ class Runner:
                 if row["status"] == "ok":
                     self._refresh_reference(v, clip, row)
                     continue
-                if row["status"] in STAGES:
+                if row["status"] in STAGES and not self._stale(v, clip, row):
                     continue  # another process is running this pair now
-            job.cells.append(Cell(v, clip))
+            job.cells.append(Cell(v, clip, seen=row["status"] if row else None))
         return job if job.cells else None
+
+    def _stale(self, v: Variant, clip: Clip, row: dict[str, Any]) -> bool:
+        """A row of this process in a stage that no run here is working on."""
+        with _RUNNING_LOCK:
+            running = (str(self.store.home), v.session, clip.index + 1) in _RUNNING
+        return row.get("owner") == owner_id() and not running
 
     def _refresh_reference(self, v: Variant, clip: Clip, row: dict[str, Any]) -> None:
         """A finished pair whose reference changed gets the new one and its WER (no call)."""
-        if row["reference"] != clip.reference:
+        if self.with_reference and row["reference"] != clip.reference:
             self.store.update(v.session, clip.index + 1, reference=clip.reference,
                               wer=_wer(clip.reference, row["transcript"]))
 
@@ -338,10 +383,11 @@ class Runner:
         """Run every pair still to do; return how many there were."""
         from tqdm.auto import tqdm
 
-        jobs = self.plan()
+        jobs = [job for job in self.plan() if self._open(job)]
         cells = [c for job in jobs for c in job.cells]
         if not cells:
             return 0
+        keys = {(str(self.store.home), c.variant.session, c.turn) for c in cells}
         self.pending = {id(c) for c in cells}
         self.bar = tqdm(total=len(cells), desc=self.name, unit="turn",
                         disable=not self.progress)
@@ -353,7 +399,8 @@ class Runner:
                 while self.pending:
                     self.cond.wait(0.2)  # wakes for Ctrl-C too
         except BaseException as exc:
-            self.stop.set()
+            with self.cond:  # no stage is written after this without being undone below
+                self.stop.set()
             self.pool.shutdown(wait=False, cancel_futures=True)
             for cell in cells:
                 if id(cell) in self.pending:
@@ -361,89 +408,103 @@ class Runner:
             raise
         finally:
             self.bar.close()
+            with _RUNNING_LOCK:
+                _RUNNING.difference_update(keys)
         for thread in threads:
             thread.join()
         self.pool.shutdown()
         return len(cells)
 
     def _start(self, jobs: list[Job]) -> list[threading.Thread]:
-        """Write every pair's row (before any request), answer what was heard already, and
-        start a transcription thread per group."""
+        """Fail what cannot run, answer what was heard already, and start a transcription
+        thread per group; groups on one service share its ``concurrency``."""
         groups: dict[tuple, list[Job]] = {}
         for job in jobs:
-            self._open(job)
-        for job in jobs:
-            if job.transcript is not None:
+            if job.error is not None:
+                for cell in job.cells:
+                    self._fail(cell, job.error)
+            elif job.transcript is not None:
                 self._heard(job, job.transcript)
-            elif all(id(c) in self.pending for c in job.cells):  # not failed while opening
+            else:
                 groups.setdefault(job.cells[0].variant.stt_key(), []).append(job)
+        per_service: dict[tuple, int] = {}
+        for key in groups:
+            per_service[key[:2]] = per_service.get(key[:2], 0) + 1
         threads = []
-        for group in groups.values():
-            thread = threading.Thread(target=self._transcribe, args=(group,), daemon=True,
-                                      name="voicenb-stt")
+        for key, group in groups.items():
+            share = max(1, self.concurrency // per_service[key[:2]])
+            thread = threading.Thread(target=self._transcribe, args=(group, share),
+                                      daemon=True, name="voicenb-stt")
             thread.start()
             threads.append(thread)
         return threads
 
-    def _open(self, job: Job) -> None:
-        saved = (job.clip.audio.save(self.store.audio_dir) if job.clip.audio is not None
-                 else None)
-        error: VoicenbError | None = job.clip.error
-        backend = None
-        if error is None:
+    def _open(self, job: Job) -> bool:
+        """Claim the job's rows (before any request); False when other processes have
+        claimed them all."""
+        clip = job.clip
+        saved = clip.audio.save(self.store.audio_dir) if clip.audio is not None else None
+        job.error = clip.error
+        if job.error is None:
             try:
-                backend = job.backend = job.cells[0].variant.backend()
+                job.backend = job.cells[0].variant.backend()
             except ConfigError as exc:
-                error = exc
-        if error is None and job.transcript is None and job.checkpoint == Checkpoint() \
-                and job.clip.audio.is_silent():
-            error = AudioError(NO_SPEECH.format(why="the recording is silent"),
-                               source=job.clip.name)
-        for cell in job.cells:
-            self._write_row(job, cell, saved, backend)
-        if error is not None:
-            for cell in job.cells:
-                self._fail(cell, error)
+                job.error = exc
+        if job.error is None and job.transcript is None and job.checkpoint == Checkpoint() \
+                and clip.audio.is_silent():
+            job.error = AudioError(NO_SPEECH.format(why="the recording is silent"),
+                                   source=clip.name)
+        job.cells = [cell for cell in job.cells if self._claim(job, cell, saved)]
+        return bool(job.cells)
 
-    def _write_row(self, job: Job, cell: Cell, saved: Path | None,
-                   backend: Backend | None) -> None:
+    def _claim(self, job: Job, cell: Cell, saved: Path | None) -> bool:
         v, clip = cell.variant, job.clip
         status = ("answering" if job.transcript is not None else "uploading"
-                  if backend is not None and job.checkpoint.upload_url is None
-                  and backend.uploads_clip(clip.audio, job.options) else "transcribing")
+                  if job.backend is not None and job.error is None
+                  and job.checkpoint.upload_url is None
+                  and job.backend.uploads_clip(clip.audio, job.options) else "transcribing")
         fields: dict[str, Any] = dict(
             status=status, error=None, stt_backend=v.stt, llm_model=v.settings.model,
-            experiment=self.name, variant=v.name, reference=clip.reference,
-            simulated=v.simulated)
+            experiment=self.name, variant=v.name, simulated=v.simulated)
+        if self.with_reference:
+            fields["reference"] = clip.reference
+        if job.transcript is None:
+            fields["upload_s"] = None  # an earlier attempt's upload is not in this stt_s
         if saved is not None:
             fields.update(audio_path=str(saved.relative_to(self.store.home)),
                           audio_s=clip.audio.duration, audio_sha256=clip.sha256)
         else:
             fields.update(audio_path=clip.name)
-        if self.store.get(v.session, cell.turn) is None:
-            self.store.start_turn(v.session, turn=cell.turn, **fields)
-        else:
-            self.store.update(v.session, cell.turn, **fields)
+        if not self.store.claim(v.session, cell.turn, cell.seen, **fields):
+            return False  # another process took this pair up first
+        with _RUNNING_LOCK:
+            _RUNNING.add((str(self.store.home), v.session, cell.turn))
         cell.ready = time.monotonic()
         cell.t0 = cell.ready - ((job.transcript.stt_s or 0.0) if job.transcript else 0.0)
+        return True
 
-    def _transcribe(self, jobs: list[Job]) -> None:
+    def _transcribe(self, jobs: list[Job], concurrency: int) -> None:
         delivered: set[int] = set()
 
         def on_stage(k: int, stage: str, value: Any) -> None:
             now = time.monotonic()
             job = jobs[k]
-            if self.stop.is_set():  # interrupted: keep what a rerun can reuse, then end
-                self._stage(job, stage, value, now, keep_only=True)
+            with self.cond:  # against Ctrl-C: a stage is written before, or kept only after
+                stopping = self.stop.is_set()
+                self._stage(job, stage, value, now, keep_only=stopping)
+            if stopping:
                 raise _Stopped
-            self._stage(job, stage, value, now)
             if stage == "done":
                 delivered.add(k)
-                self._heard(job, value)
+                try:
+                    self._heard(job, value)
+                except BaseException as exc:
+                    for cell in job.cells:
+                        self._fail(cell, exc)
 
         try:
             jobs[0].backend.transcribe_many(
-                [job.clip.audio for job in jobs], concurrency=self.concurrency, progress=False,
+                [job.clip.audio for job in jobs], concurrency=concurrency, progress=False,
                 on_stage=on_stage, resume=[job.checkpoint for job in jobs], **jobs[0].options)
         except _Stopped:
             pass
@@ -455,7 +516,8 @@ class Runner:
 
     def _stage(self, job: Job, stage: str, value: Any, now: float,
                keep_only: bool = False) -> None:
-        """Write down what the backend just did for every pair sharing the clip."""
+        """Write down what the backend just did for every pair sharing the clip; once the
+        run is interrupted, only what a rerun can reuse (an upload, a transcript)."""
         for cell in job.cells:
             session, turn = cell.variant.session, cell.turn
             if stage == "started" and not keep_only:
@@ -467,21 +529,26 @@ class Runner:
             elif stage == "submitted":
                 extra = {} if keep_only else dict(status="transcribing")
                 self.store.update(session, turn, transcript_id=value, **extra)
+            elif stage == "done" and keep_only and value.ok:
+                self.store.update(session, turn, **self._heard_row(job, value))
+
+    def _heard_row(self, job: Job, transcript: Transcript) -> dict[str, Any]:
+        row = transcript.to_row()
+        if row.get("upload_s") is None:
+            row.pop("upload_s")  # keep the time measured when it was uploaded
+        if not transcript.ok:
+            return {k: row[k] for k in ("transcript_id", "polls", "stt_s") if row.get(k)}
+        row["wer"] = _wer(job.clip.reference, transcript.text)
+        return row
 
     def _heard(self, job: Job, transcript: Transcript) -> None:
         """A clip's transcript is in: record it on every pair, then queue their answers."""
         from ._turns import outcome
 
         result = outcome(transcript)
-        row = transcript.to_row()
-        if row.get("upload_s") is None:
-            row.pop("upload_s")  # keep the time measured when it was uploaded
-        if isinstance(result, VoicenbError):
-            row = {k: row[k] for k in ("transcript_id", "polls", "stt_s") if row.get(k)}
+        row = self._heard_row(job, transcript)
         for cell in job.cells:
-            self.store.update(cell.variant.session, cell.turn, **row,
-                              wer=_wer(job.clip.reference, transcript.text)
-                              if transcript.ok else None)
+            self.store.update(cell.variant.session, cell.turn, **row)
         if isinstance(result, VoicenbError) or not transcript.text.strip():
             error = result if isinstance(result, VoicenbError) else TranscriptionError(
                 NO_SPEECH.format(why="the transcript is empty"), transcript_id=transcript.id)
@@ -511,11 +578,13 @@ class Runner:
             self.store.update(v.session, cell.turn, status="ok", error=None, total_s=total,
                               setup_s=cell.setup_s, wait_s=cell.wait_s,
                               overhead_s=max(0.0, total - named), **answer.to_row())
-            self._cost(cell)
         except BaseException as exc:
             self._fail(cell, exc)
             return
-        self._finished(cell)
+        try:
+            self._cost(cell)
+        finally:
+            self._finished(cell)
 
     def _chat(self, cell: Cell) -> Chat:
         """This thread's conversation for the variant: one question at a time, no memory,
@@ -531,24 +600,34 @@ class Runner:
         return chat
 
     def _cost(self, cell: Cell) -> None:
+        """Price the row as it stands; never raises (the prices loaded when the experiment
+        was made, so an unknown price is a None, said once)."""
         row = self.store.get(cell.variant.session, cell.turn)
-        if row is not None:
-            prices = cell.variant.prices()
-            self.store.update(cell.variant.session, cell.turn,
-                              cost_usd=prices.turn_cost(row))
-            if prices.missing(row):
-                with self.cond:
-                    self.unpriced.setdefault(prices.explain(row), None)
+        if row is None:
+            return
+        prices = cell.variant.prices()
+        self.store.update(cell.variant.session, cell.turn, cost_usd=prices.turn_cost(row))
+        why = prices.explain(row)
+        if why:
+            with self.cond:
+                self.unpriced.setdefault(why, None)
 
     def _fail(self, cell: Cell, exc: BaseException) -> None:
         if isinstance(exc, VoicenbError):
             status, error = "error", str(exc)
-        else:  # Ctrl-C, or a bug: a rerun finishes it
+        elif isinstance(exc, Exception):  # a bug, or an option the backend does not take
+            status = "error"
+            error = (f"{type(exc).__name__}: {exc}. An option this variant's backend does "
+                     "not take (check its stt_options), or a bug in voicenb; run() again "
+                     "retries it.")
+        else:  # Ctrl-C: a rerun finishes it
             status = "interrupted"
             error = f"Interrupted ({type(exc).__name__}); Experiment.run() again finishes it."
-        self.store.update(cell.variant.session, cell.turn, status=status, error=error)
-        self._cost(cell)  # what was billed before it failed (the transcript, say)
-        self._finished(cell)
+        try:
+            self.store.update(cell.variant.session, cell.turn, status=status, error=error)
+            self._cost(cell)  # what was billed before it failed (the transcript, say)
+        finally:
+            self._finished(cell)
 
     def _finished(self, cell: Cell) -> None:
         with self.cond:

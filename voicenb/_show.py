@@ -45,11 +45,17 @@ class TurnTable:
     """What :func:`show` returns: ``_repr_html_`` for notebooks, ``repr`` for terminals."""
 
     def __init__(self, df: pd.DataFrame, *, max_rows: int = MAX_ROWS) -> None:
-        self.total = len(df)
-        self.df = df.head(max_rows)
         variants = df["variant"].dropna().unique() if "variant" in df.columns else []
         #: one row per clip with a column per variant, when the rows are several variants'
         self.side_by_side = len(variants) > 1
+        if self.side_by_side:  # max_rows clips, each with all its variants
+            self.key = ("audio_sha256" if "audio_sha256" in df.columns
+                        and df["audio_sha256"].notna().all() else "turn")
+            clips = list(dict.fromkeys(df[self.key]))
+            self.total = len(clips)
+            self.df = df[df[self.key].isin(clips[:max_rows])]
+        else:
+            self.total, self.df = len(df), df.head(max_rows)
 
     def __repr__(self) -> str:
         cols = [c for c in ("variant", "session", "turn", "status", "transcript", "answer",
@@ -57,9 +63,11 @@ class TurnTable:
         return self.df[cols].to_string(max_colwidth=40) + self._more(text=True)
 
     def _more(self, text: bool = False) -> str:
-        if self.total <= len(self.df):
+        shown = self.df[self.key].nunique() if self.side_by_side else len(self.df)
+        if self.total <= shown:
             return ""
-        note = (f"showing {len(self.df)} of {self.total} rows: pass df.head(n) or "
+        what = "clips" if self.side_by_side else "rows"
+        note = (f"showing {shown} of {self.total} {what}: pass a slice of the rows or "
                 "max_rows= for others")
         return f"\n({note})" if text else f"<p class='vnb-meta'>{note}</p>"
 
@@ -81,7 +89,7 @@ class TurnTable:
 
     def _clips(self) -> str:
         variants = list(dict.fromkeys(self.df["variant"].dropna()))
-        key = "audio_sha256" if self.df["audio_sha256"].notna().all() else "turn"
+        key = self.key
         head = "<th>clip</th><th>audio</th><th>reference</th>" + "".join(
             f"<th>{_esc(v)}</th>" for v in variants)
         rows = []

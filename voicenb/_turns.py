@@ -148,7 +148,10 @@ class Pipeline:
         self.stt_options = stt_options
         self.store = HistoryStore(settings.home)
         self._chat: Chat | None = None
-        self._prices: Any = None
+        from .pricing import Prices
+
+        #: loaded now, so that a bad price file is said before any turn is paid for
+        self.prices = Prices.load(settings)
         # One answer at a time keeps the memory in order; creating the chat takes it too.
         self._lock = threading.RLock()
 
@@ -259,8 +262,9 @@ class Pipeline:
         if (row["transcript"] or "").strip() and row["stt_s"] is not None:
             work.transcript = Transcript.from_row(row)  # only the answer is missing
             work.t0 -= row["stt_s"]  # the transcription it took counts in this turn's total
-        self.update(work.turn, status="transcribing" if work.transcript is None else
-                    "answering")
+        # an earlier attempt's upload time is not part of this attempt's stt_s
+        self.update(work.turn, **({"status": "transcribing", "upload_s": None}
+                                  if work.transcript is None else {"status": "answering"}))
         return work
 
     # -- running one turn -----------------------------------------------------------------
@@ -387,13 +391,9 @@ class Pipeline:
 
     def cost(self, turn: int) -> None:
         """Price what the turn used (None where a price is unknown: see voicenb.pricing)."""
-        from .pricing import Prices
-
-        if self._prices is None:
-            self._prices = Prices.load(self.settings)
         row = self.store.get(self.name, turn)
         if row is not None:
-            self.update(turn, cost_usd=self._prices.turn_cost(row))
+            self.update(turn, cost_usd=self.prices.turn_cost(row))
 
     def fail(self, turn: int, exc: BaseException, on_status: OnStatus | None = None) -> None:
         if isinstance(exc, VoicenbError):

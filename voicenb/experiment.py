@@ -54,6 +54,7 @@ class Experiment:
         self.settings = resolve(settings, home=home)
         self.clips = clips_of(audio)
         attach_references(self.clips, reference, audio)
+        self._with_reference = reference is not None
         self.variants = variants_of(name, variants, settings, home)
         self.store = HistoryStore(self.settings.home)
 
@@ -73,7 +74,7 @@ class Experiment:
             variant.simulated = simulated(variant)
         runner = Runner(self.store, self.name, self.clips, self.variants,
                         concurrency=concurrency, llm_concurrency=llm_concurrency,
-                        progress=progress)
+                        progress=progress, with_reference=self._with_reference)
         runner.run()
         for why in runner.unpriced:
             warnings.warn(why, RuntimeWarning, stacklevel=2)
@@ -98,8 +99,10 @@ class Experiment:
 
     def compare(self, baseline: str | None = None, *, level: float = 0.95) -> pd.DataFrame:
         """One row per variant: turns and errors, corpus WER with its bootstrap interval
-        (and, with ``baseline``, the paired difference from that variant on the same clips),
-        the median and 90th percentile of each stage, tokens and cost."""
+        over the clips it heard (``wer_clips``; with ``baseline``, the paired difference
+        from that variant over the clips both heard), the median and 90th percentile of each
+        stage, tokens and cost (``cost_usd`` prices each turn as if run on its own; unknown
+        when any turn's price is)."""
         return compare(self.results(), [v.name for v in self.variants], baseline, level)
 
     def plot(self) -> Any:
@@ -131,6 +134,7 @@ def compare(df: pd.DataFrame, variants: list[str], baseline: str | None,
             "simulated": ", ".join(sorted(set(rows["simulated"].dropna()))) or None,
             "turns": len(rows), "ok": int((rows["status"] == "ok").sum()),
             "wer": corpus_wer(e) if e else None,
+            "wer_clips": len(e),
             "wer_low": interval[0] if interval else None,
             "wer_high": interval[1] if interval else None,
         }
@@ -141,7 +145,9 @@ def compare(df: pd.DataFrame, variants: list[str], baseline: str | None,
             line[f"{stage} p90"] = rows[stage].quantile(0.9)
         line.update(prompt_tokens=rows["prompt_tokens"].sum(),
                     completion_tokens=rows["completion_tokens"].sum(),
-                    cost_usd=rows["cost_usd"].sum(min_count=1),
+                    # unknown when any turn's price is (never a partial sum)
+                    cost_usd=rows["cost_usd"].sum() if rows["cost_usd"].notna().all()
+                    and len(rows) else None,
                     cost_per_turn=rows["cost_usd"].mean())
         out.append(line)
     table = pd.DataFrame(out).set_index("variant")

@@ -94,7 +94,7 @@ def _while_locked(step: Any, timeout: float = 60.0) -> Any:
             delay = min(delay * 2, 0.5)
 
 
-def _owner() -> str:
+def owner_id() -> str:
     """This process, so that others can tell whether it is still alive."""
     return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
 
@@ -229,8 +229,44 @@ class HistoryStore:
             db.execute(f"INSERT INTO turns ({', '.join(names)}) VALUES "
                        f"({', '.join('?' * len(names))})", (session, turn, *fields.values()))
             db.execute("INSERT OR REPLACE INTO turn_state (session, turn, owner, updated_at) "
-                       "VALUES (?, ?, ?, ?)", (session, turn, _owner(), time.time()))
+                       "VALUES (?, ?, ?, ?)", (session, turn, owner_id(), time.time()))
         return turn
+
+    def claim(self, session: str, turn: int, seen: str | None, **fields: Any) -> bool:
+        """Insert turn ``turn`` of ``session``, or update it if its status is still ``seen``
+        (None: it did not exist), in one transaction; False when another process got there
+        first. This process becomes the turn's owner."""
+        fields = _clean(fields)
+        with self._write() as db:
+            now = db.execute("SELECT status FROM turns WHERE session = ? AND turn = ?",
+                             (session, turn)).fetchone()
+            if (now[0] if now else None) != seen:
+                return False
+            if now is None:
+                names = ["session", "turn", "started_at", *fields]
+                db.execute(f"INSERT INTO turns ({', '.join(names)}) VALUES "
+                           f"({', '.join('?' * len(names))})",
+                           (session, turn, time.time(), *fields.values()))
+            else:
+                db.execute(f"UPDATE turns SET {', '.join(f'{n} = ?' for n in fields)} "
+                           "WHERE session = ? AND turn = ?", (*fields.values(), session, turn))
+            db.execute("INSERT OR REPLACE INTO turn_state (session, turn, owner, updated_at, "
+                       "upload_url) VALUES (?, ?, ?, ?, (SELECT upload_url FROM turn_state "
+                       "WHERE session = ? AND turn = ?))",
+                       (session, turn, owner_id(), time.time(), session, turn))
+        return True
+
+    def variant_spec(self, experiment: str, variant: str, spec: str) -> str:
+        """The spec ``variant`` of ``experiment`` was first run with (recording ``spec`` if
+        it is new)."""
+        with self._write() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS variants (experiment TEXT NOT NULL, "
+                       "variant TEXT NOT NULL, spec TEXT NOT NULL, "
+                       "PRIMARY KEY (experiment, variant))")
+            db.execute("INSERT OR IGNORE INTO variants VALUES (?, ?, ?)",
+                       (experiment, variant, spec))
+            return db.execute("SELECT spec FROM variants WHERE experiment = ? AND variant = ?",
+                              (experiment, variant)).fetchone()[0]
 
     def update(self, session: str, turn: int, *, upload_url: str | None = None,
                **fields: Any) -> None:
@@ -245,7 +281,7 @@ class HistoryStore:
             db.execute("INSERT INTO turn_state (session, turn, owner, updated_at) "
                        "VALUES (?, ?, ?, ?) ON CONFLICT (session, turn) DO UPDATE SET "
                        "owner = excluded.owner, updated_at = excluded.updated_at",
-                       (session, turn, _owner(), time.time()))
+                       (session, turn, owner_id(), time.time()))
             if upload_url is not None:
                 db.execute("UPDATE turn_state SET upload_url = ? WHERE session = ? AND turn = ?",
                            (upload_url, session, turn))
@@ -286,7 +322,7 @@ class HistoryStore:
         where, params = _where(session, statuses, turns, experiment)
         with self._lock:
             cursor = self._db.execute(
-                f"SELECT {', '.join('t.' + n for n in NAMES)}, s.upload_url FROM turns t "
+                f"SELECT {', '.join('t.' + n for n in NAMES)}, s.upload_url, s.owner FROM turns t "
                 f"LEFT JOIN turn_state s USING (session, turn) {where} ORDER BY t.session, t.turn",
                 params)
             names = [d[0] for d in cursor.description]

@@ -20,14 +20,15 @@ out of credit. The Sync API answers ``sync_processing_s`` after a clip's last by
 
 ``word_error_rate`` (0 to 1, default 0; ``sim.word_error_rate = 0.2`` takes effect on the
 next transcript) makes every service mishear registered text at that rate, so a simulated
-backend's WER is not a meaningless 0: each word independently becomes a substitution (a
-common word), a deletion or an insertion (50/25/25), final punctuation kept. The mistakes
+backend's WER is not a meaningless 0: ``rate x words`` of each clip's words (rounded up or
+down at random) become a substitution (a common word), a deletion or an insertion
+(50/25/25), final punctuation kept. The mistakes
 depend only on ``seed``, the service (AssemblyAI's REST and Sync APIs, OpenAI, streaming
 final turns) and the clip: the same clip gets the same transcript every time.
 
 >>> with running(word_error_rate=0.3) as sim:               # doctest: +SKIP
 ...     vnb.transcribe(vnb.sim.samples()[0]).text
-'What we is can the from of France?'
+'What is the this of France?'
 
 Each port answers ``GET /sim/about`` with ``{"simulator": "voicenb", ...}``, and
 :func:`serves` asks it (of loopback URLs only) to tell a simulator from a real service:

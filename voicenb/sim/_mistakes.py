@@ -58,8 +58,12 @@ def mistaken(text: str, rate: float, *, seed: int | str | None, service: str,
     words = text.split()
     if rate <= 0 or not words:
         return text
-    end = words[-1][len(words[-1].rstrip(_TRAILING)):]
-    words[-1] = words[-1].rstrip(_TRAILING) or words[-1]
+    bare = words[-1].rstrip(_TRAILING)
+    end = words[-1][len(bare):] if bare else ""
+    if bare:
+        words[-1] = bare
+    elif len(words) > 1:  # punctuation on its own ("raining ?"): it stays at the end
+        end = " " + words.pop()
     rng = _rng(seed, service, clip)
     rounding = rng.random()
     # Three draws for every word, used or not, so one word's fate never shifts another's:
