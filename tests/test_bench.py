@@ -20,3 +20,5 @@ def test_benchmarks_run_and_print_their_ratios():
     assert "ratio session / bare calls" in out.stdout
     assert "ratio voicenb / floor" in out.stdout
     assert "ratio async / sync (time to transcript)" in out.stdout
+    assert "ratio experiment / floor" in out.stdout
+    assert "ratio sequential / experiment" in out.stdout

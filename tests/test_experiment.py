@@ -337,3 +337,15 @@ def test_two_processes_running_one_experiment_do_each_pair_once(sim, tmp_path):
     assert len(df) == 6 and (df["status"] == "ok").all(), df["error"].tolist()
     assert sim.stats["chat_completions"] == 6 and sim.stats["audio_transcriptions"] == 3
     assert len(sim.jobs) == 3 and sim.stats["uploads"] == 3
+
+
+def test_each_turn_costs_its_speech_and_tokens_by_hand(experiment):
+    exp = experiment(variants={"u2": dict(stt="assemblyai", model="gpt-4o-mini")},
+                     settings=vnb.Settings(speech_models="universal-2"))
+    df = exp.run(progress=False)
+    assert (df["speech_model"] == "universal-2").all()
+    # universal-2 $0.15 an hour; gpt-4o-mini $0.15 / $0.60 per million tokens in / out
+    by_hand = (df["audio_s"] / 3600 * 0.15 + df["prompt_tokens"].astype(float) * 0.15e-6
+               + df["completion_tokens"].astype(float) * 0.60e-6)
+    assert df["cost_usd"].tolist() == pytest.approx(by_hand.tolist(), rel=1e-12)
+    assert exp.compare().loc["u2", "cost_usd"] == pytest.approx(by_hand.sum())

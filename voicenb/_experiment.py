@@ -51,10 +51,17 @@ class Clip:
     audio: Audio | None  # None when the clip could not be read: ``error`` says why
     reference: str | None = None
     error: AudioError | None = None
+    _silent: bool | None = field(default=None, repr=False)
 
     @property
     def sha256(self) -> str | None:
         return self.audio.sha256 if self.audio is not None else None
+
+    def is_silent(self) -> bool:
+        """Checked once, however many speech-to-text groups hear the clip."""
+        if self._silent is None:
+            self._silent = self.audio.is_silent()
+        return self._silent
 
 
 def clips_of(audio: Any) -> list[Clip]:
@@ -451,7 +458,7 @@ class Runner:
             except ConfigError as exc:
                 job.error = exc
         if job.error is None and job.transcript is None and job.checkpoint == Checkpoint() \
-                and clip.audio.is_silent():
+                and clip.is_silent():
             job.error = AudioError(NO_SPEECH.format(why="the recording is silent"),
                                    source=clip.name)
         job.cells = [cell for cell in job.cells if self._claim(job, cell, saved)]
@@ -572,19 +579,18 @@ class Runner:
             prompt = v.prompt_template.format(transcript=transcript.text.strip())
             self.store.update(v.session, cell.turn, status="answering", prompt=prompt)
             answer = chat.ask(prompt)
+            # priced from what is in hand: one write finishes the row
+            cost = self._price(cell, {**transcript.to_row(), **answer.to_row()})
             total = time.monotonic() - cell.t0
             named = (transcript.stt_s or 0.0) + (answer.llm_s or 0.0) + cell.setup_s \
                 + cell.wait_s
             self.store.update(v.session, cell.turn, status="ok", error=None, total_s=total,
-                              setup_s=cell.setup_s, wait_s=cell.wait_s,
+                              setup_s=cell.setup_s, wait_s=cell.wait_s, cost_usd=cost,
                               overhead_s=max(0.0, total - named), **answer.to_row())
         except BaseException as exc:
             self._fail(cell, exc)
             return
-        try:
-            self._cost(cell)
-        finally:
-            self._finished(cell)
+        self._finished(cell)
 
     def _chat(self, cell: Cell) -> Chat:
         """This thread's conversation for the variant: one question at a time, no memory,
@@ -600,17 +606,21 @@ class Runner:
         return chat
 
     def _cost(self, cell: Cell) -> None:
-        """Price the row as it stands; never raises (the prices loaded when the experiment
-        was made, so an unknown price is a None, said once)."""
+        """Price the row as it stands (a failed pair: what it was billed before failing)."""
         row = self.store.get(cell.variant.session, cell.turn)
-        if row is None:
-            return
+        if row is not None:
+            self.store.update(cell.variant.session, cell.turn,
+                              cost_usd=self._price(cell, row))
+
+    def _price(self, cell: Cell, row: dict[str, Any]) -> float | None:
+        """The row's cost; never raises (the prices were loaded when the experiment was
+        made): an unknown price is a None, and said once."""
         prices = cell.variant.prices()
-        self.store.update(cell.variant.session, cell.turn, cost_usd=prices.turn_cost(row))
         why = prices.explain(row)
         if why:
             with self.cond:
                 self.unpriced.setdefault(why, None)
+        return prices.turn_cost(row)
 
     def _fail(self, cell: Cell, exc: BaseException) -> None:
         if isinstance(exc, VoicenbError):

@@ -172,6 +172,13 @@ class Audio:
     def is_silent(self, threshold: int = 64) -> bool:
         """True when no 16 kHz sample rises above ``threshold`` (of 32767, about -54 dBFS):
         a muted or unplugged microphone, not quiet speech."""
+        if self.format == "wav":  # 16-bit PCM is read as it is: no decoder, ~50x faster
+            try:
+                with self.open() as fh, wave.open(fh, "rb") as w:
+                    if w.getsampwidth() == 2 and w.getcomptype() == "NONE":
+                        return pcm_is_silent(w.readframes(w.getnframes()), threshold)
+            except (wave.Error, EOFError):
+                pass  # float or 8-bit samples, an odd header: PyAV reads those
         return pcm_is_silent(self.pcm16k(), threshold)
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
