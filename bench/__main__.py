@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from . import batch, history_load, llm_overhead, sync_api, turn_overhead, upload_memory
+from . import (batch, experiment, history_load, llm_overhead, sync_api, turn_overhead,
+               upload_memory)
 from ._common import machine
 
 
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         print(turn_overhead.report(turn_overhead.run(n=2)))
         print()
         print(sync_api.report(sync_api.run(n=2, fixed=0.3)))
+        print()
+        print(experiment.report(experiment.run(quick=True)))
     else:
         print(batch.report(batch.run(n=100, scenario="paid")))
         print()
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         print(turn_overhead.report(turn_overhead.run()))
         print()
         print(sync_api.report(sync_api.run()))
+        print()
+        print(experiment.report(experiment.run()))
 
 
 if __name__ == "__main__":
