@@ -136,7 +136,7 @@ def test_a_store_written_by_schema_3_code_migrates_in_place_keeping_every_row(tm
     assert df["speech_model"].iloc[0] == "universal-3-5-pro"
     assert df[["experiment", "variant", "reference", "wer", "cost_usd"]].isna().all().all()
     after = sqlite3.connect(home / "history.sqlite")
-    assert after.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert after.execute("PRAGMA user_version").fetchone()[0] == 5
     # every old value is where it was: the old columns come first, in the same order
     assert [r[:len(rows[0])] for r in after.execute("SELECT * FROM turns ORDER BY turn")] == rows
     # and the store takes new turns after the old ones
@@ -161,3 +161,30 @@ def test_a_turn_costs_its_speech_seconds_and_tokens_at_the_shipped_prices(sim, t
 def test_a_turn_with_a_model_of_unknown_price_has_no_cost(sim, tmp_path, sample):
     turn = vnb.Session("s", home=tmp_path, model="gpt-4.1").ask_audio(sample)
     assert turn.ok and turn.cost_usd is None
+
+
+def test_first_token_is_timed_from_the_start_of_the_turn(sim, tmp_path, sample):
+    turn = vnb.Session("s", home=tmp_path).ask_audio(sample)
+    assert turn.stt_s + turn.ttft_s <= turn.first_token_s <= turn.total_s
+
+
+def test_an_answer_spoken_over_is_barged_in_and_remembered_as_heard(sim, tmp_path):
+    session = vnb.Session("talk", home=tmp_path)
+    first = session.ask_text("Tell me about the moon.")
+    heard = 12
+    turn = session.record_speech(first.turn, spoken_chars=heard, interrupted=True,
+                                 tts_model="espeak", tts_ttfb_s=0.21, first_audio_s=0.9)
+    assert turn.status == "barged_in" and turn.ok and turn.spoken_chars == heard
+    assert (turn.tts_model, turn.tts_ttfb_s, turn.first_audio_s) == ("espeak", 0.21, 0.9)
+    assert session.chat.history == [(first.prompt, first.answer[:heard])]
+    # a new process rebuilds the same memory from the history
+    again = vnb.Session("talk", home=tmp_path)
+    assert again.chat.history == [(first.prompt, first.answer[:heard])]
+    second = session.record_speech(session.ask_text("And the sun?").turn,
+                                   spoken_chars=40, first_audio_s=1.1, tts_model="espeak")
+    assert second.status == "ok"
+    s = vnb.summary(session.history)
+    assert s.by_status.to_dict() == {"barged_in": 1, "ok": 1}
+    assert s.voice.loc["end of speech -> first answer audio", "count"] == 2
+    assert s.voice.loc["end of speech -> first answer audio", "p50"] == pytest.approx(1.0)
+    assert "voice to voice" in repr(s)

@@ -36,7 +36,8 @@ def test_history_columns_are_the_schema_in_order(session, sample):
         "audio_sha256", "stt_backend", "transcript_id", "transcript", "confidence", "upload_s",
         "transcribe_s", "polls", "stt_s", "llm_model", "prompt", "answer", "ttft_s", "llm_s",
         "prompt_tokens", "completion_tokens", "total_s", "setup_s", "wait_s", "overhead_s",
-        "speech_model", "experiment", "variant", "reference", "wer", "cost_usd", "simulated"]
+        "speech_model", "experiment", "variant", "reference", "wer", "cost_usd", "simulated",
+        "first_token_s", "first_audio_s", "tts_model", "tts_ttfb_s", "spoken_chars"]
 
 
 def test_history_dtypes(session, sample, make_wav):
@@ -60,7 +61,7 @@ def test_sqlite_table_has_exactly_the_schema(session, sample, home):
     cols = [r[1] for r in db.execute("PRAGMA table_info(turns)")]
     assert tuple(cols) == NAMES
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
 
 
 def test_a_turn_records_every_stage(session, sim, sample, home):

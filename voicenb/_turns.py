@@ -22,7 +22,7 @@ import pandas as pd
 from ._config import Settings
 from ._errors import AudioError, ConfigError, ServiceError, TranscriptionError, VoicenbError
 from .audio import Audio, AudioLike, as_audio
-from .history import NAMES, HistoryStore
+from .history import ANSWERED, NAMES, HistoryStore
 from .llm import Chat
 from .stt import get_backend
 from .stt.base import Backend, Checkpoint, Transcript, check_size, source_name
@@ -87,10 +87,16 @@ class Turn:
     wer: float | None = None
     cost_usd: float | None = None
     simulated: str | None = None
+    first_token_s: float | None = None
+    first_audio_s: float | None = None
+    tts_model: str | None = None
+    tts_ttfb_s: float | None = None
+    spoken_chars: int | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        """Answered (also when the person spoke over the answer read aloud: ``barged_in``)."""
+        return self.status in ANSWERED
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Turn:
@@ -110,6 +116,14 @@ class Turn:
         said = (self.transcript or "")[:40]
         extra = f"error={self.error!r}" if self.status == "error" else f"transcript={said!r}"
         return f"Turn({self.session!r} #{self.turn}, status={self.status!r}, {extra})"
+
+
+def heard(row: dict[str, Any]) -> str:
+    """The answer as the person heard it: all of it, unless they spoke over it."""
+    answer = row["answer"] or ""
+    if row["status"] == "barged_in" and row.get("spoken_chars") is not None:
+        return answer[:row["spoken_chars"]]
+    return answer
 
 
 class _Stopped(Exception):
@@ -164,8 +178,8 @@ class Pipeline:
             if self._chat is None:
                 chat = Chat(self.settings.model, self.system, max_history=self.max_history,
                             settings=self.settings)
-                done = self.store.rows(self.name, statuses=["ok"])
-                chat.history = [(r["prompt"], r["answer"]) for r in done if r["prompt"] and
+                done = self.store.rows(self.name, statuses=list(ANSWERED))
+                chat.history = [(r["prompt"], heard(r)) for r in done if r["prompt"] and
                                 r["answer"] is not None][-max(self.max_history, 1):]
                 self._chat = chat
             return self._chat
@@ -368,9 +382,11 @@ class Pipeline:
             t = time.monotonic()
             chat = self.chat
             work.setup_s += time.monotonic() - t
+            asked = time.monotonic()
             answer = chat.ask(prompt, stream=stream, on_token=on_token)
+        first = asked - work.t0 + answer.ttft_s if answer.ttft_s is not None else None
         self.update(work.turn, status="ok", error=None, **self._timings(work, transcript, answer),
-                    **answer.to_row())
+                    first_token_s=first, **answer.to_row())
         self.cost(work.turn)
         if on_status:
             on_status(work.turn, "ok")
@@ -388,6 +404,25 @@ class Pipeline:
 
     def update(self, turn: int, **fields: Any) -> None:
         self.store.update(self.name, turn, **fields)
+
+    def spoken(self, turn: int, *, spoken_chars: int, interrupted: bool,
+               tts_model: str | None = None, tts_ttfb_s: float | None = None,
+               first_audio_s: float | None = None) -> None:
+        """Record how an answered turn was read aloud; when the person spoke over it, the
+        turn is ``barged_in`` and the conversation remembers only the part that was heard."""
+        row = self.store.get(self.name, turn)
+        if row is None or row["status"] not in ANSWERED:
+            return
+        fields: dict[str, Any] = dict(spoken_chars=spoken_chars, tts_model=tts_model,
+                                      tts_ttfb_s=tts_ttfb_s, first_audio_s=first_audio_s)
+        if interrupted:
+            fields["status"] = "barged_in"
+        self.update(turn, **fields)
+        self.cost(turn)
+        with self._lock:
+            if interrupted and self._chat is not None and self._chat.history and \
+                    self._chat.history[-1][0] == row["prompt"]:
+                self._chat.history[-1] = (row["prompt"], (row["answer"] or "")[:spoken_chars])
 
     def cost(self, turn: int) -> None:
         """Price what the turn used (None where a price is unknown: see voicenb.pricing)."""

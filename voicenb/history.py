@@ -22,7 +22,7 @@ import pandas as pd
 from ._config import Settings, resolve
 from ._errors import ConfigError, redact
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The history schema of DESIGN.md: table and DataFrame columns, in this order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -63,15 +63,26 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("wer", "REAL"),
     ("cost_usd", "REAL"),
     ("simulated", "TEXT"),  # the services a voicenb simulator stood in for: "stt", "llm"...
+    # schema 5: answers spoken aloud, and the voice-to-voice path (from the end of speech:
+    # a streamed turn's start; a recorded turn's start)
+    ("first_token_s", "REAL"),   # -> the answer's first token
+    ("first_audio_s", "REAL"),   # -> the answer's first audio playing in the browser
+    ("tts_model", "TEXT"),       # what spoke it: "espeak", "gpt-4o-mini-tts"...
+    ("tts_ttfb_s", "REAL"),      # the first sentence: synthesis request -> first audio byte
+    ("spoken_chars", "INTEGER"),  # characters of the answer actually played
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 FLOATS = tuple(n for n, t in COLUMNS if t.startswith("REAL") and n != "started_at")
-INTS = ("polls", "prompt_tokens", "completion_tokens")
+INTS = ("polls", "prompt_tokens", "completion_tokens", "spoken_chars")
 STRINGS = tuple(n for n, t in COLUMNS if t.startswith("TEXT"))
 
 #: A turn still in one of these stages is in progress (or was, if its process died).
 STAGES = ("started", "uploading", "transcribing", "answering")
-FINAL = ("ok", "error", "interrupted")
+#: "barged_in": answered, and the person spoke over the answer while it was read aloud
+#: (spoken_chars says how much was heard); "interrupted" is a process that stopped
+FINAL = ("ok", "barged_in", "error", "interrupted")
+#: answered turns, whose question and (heard part of the) answer the conversation remembers
+ANSWERED = ("ok", "barged_in")
 
 _STATE = ("upload_url", "owner", "updated_at")
 _STATUS, _ERROR = NAMES.index("status"), NAMES.index("error")
@@ -442,20 +453,26 @@ class Summary:
     turns have a price; see :mod:`voicenb.pricing`)."""
 
     def __init__(self, latency: pd.DataFrame, by_status: pd.Series, tokens: pd.DataFrame,
-                 turns: int, cost: pd.Series) -> None:
+                 turns: int, cost: pd.Series, voice: pd.DataFrame | None = None) -> None:
         self.latency, self.by_status, self.tokens, self.turns = latency, by_status, tokens, turns
-        self.cost = cost
+        #: p50/p90 from the end of speech to each milestone of a spoken answer (None when
+        #: no answer was read aloud)
+        self.cost, self.voice = cost, voice
 
     def __repr__(self) -> str:
+        voice = ("" if self.voice is None else
+                 f"\n\nvoice to voice (s)\n{self.voice.round(3).to_string()}")
         return (f"{self.turns} turns\n\nlatency (s)\n{self.latency.round(3).to_string()}\n\n"
                 f"by status\n{self.by_status.to_string()}\n\ntokens\n"
-                f"{self.tokens.to_string()}\n\ncost (USD)\n{self.cost.to_string()}")
+                f"{self.tokens.to_string()}\n\ncost (USD)\n{self.cost.to_string()}{voice}")
 
     def _repr_html_(self) -> str:  # pandas escapes cell text
+        voice = ("" if self.voice is None else
+                 f"<h4>voice to voice (s)</h4>{self.voice.round(3).to_html()}")
         return (f"<p>{self.turns} turns</p><h4>latency (s)</h4>{self.latency.round(3).to_html()}"
                 f"<h4>by status</h4>{self.by_status.to_frame().to_html()}"
                 f"<h4>tokens</h4>{self.tokens.to_html()}"
-                f"<h4>cost (USD)</h4>{self.cost.to_frame('USD').to_html()}")
+                f"<h4>cost (USD)</h4>{self.cost.to_frame('USD').to_html()}{voice}")
 
 
 def summary(df: pd.DataFrame) -> Summary:
@@ -481,7 +498,24 @@ def summary(df: pd.DataFrame) -> Summary:
     cost = df["cost_usd"].astype("float64")
     spent = pd.Series({"total": cost.sum(), "mean per turn": cost.mean(),
                        "turns priced": float(cost.notna().sum())}, name="cost_usd")
-    return Summary(latency, by_status, tokens, len(df), spent)
+    return Summary(latency, by_status, tokens, len(df), spent, _voice(df))
+
+
+#: the voice-to-voice path of a spoken answer, from the end of the person's speech
+VOICE = (("final transcript (stt_s)", "stt_s"), ("first answer token", "first_token_s"),
+         ("first answer audio", "first_audio_s"), ("speech synthesis, first byte",
+                                                   "tts_ttfb_s"))
+
+
+def _voice(df: pd.DataFrame) -> pd.DataFrame | None:
+    spoken = df[df["first_audio_s"].notna()]
+    if spoken.empty:
+        return None
+    cols = spoken[[c for _, c in VOICE]].astype("float64")
+    return pd.DataFrame({"count": cols.count().values, "p50": cols.quantile(0.5).values,
+                         "p90": cols.quantile(0.9).values},
+                        index=[f"end of speech -> {n}" if c != "tts_ttfb_s" else n
+                               for n, c in VOICE])
 
 
 def plot_latency(df: pd.DataFrame, ax: Any = None) -> Any:
@@ -514,12 +548,20 @@ def plot_latency(df: pd.DataFrame, ax: Any = None) -> Any:
         if parts[name].any():
             ax.bar(range(len(parts)), parts[name], bottom=bottom, label=name)
         bottom = bottom + parts[name]
+    if df["first_audio_s"].notna().any():  # answers read aloud: the voice-to-voice path
+        for column, marker, name in (("first_token_s", "_", "first answer token"),
+                                     ("first_audio_s", "v", "first answer audio")):
+            ax.scatter(range(len(parts)), df[column].astype("float64"), marker=marker, s=80,
+                       color="black", zorder=3, label=name)
     ax.set_xticks(range(len(parts)), labels, rotation=90 if len(parts) > 12 else 0)
     ax.set_ylabel("seconds")
     ax.set_title("latency per turn (bar height = total_s)")
     if len(df):
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
-                  frameon=False)
+        handles, names = ax.get_legend_handles_labels()
+        stages = [i for i, n in enumerate(names) if not n.startswith("first answer")]
+        order = stages + [i for i in range(len(names)) if i not in stages]  # markers last
+        ax.legend([handles[i] for i in order], [names[i] for i in order], loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     else:
         ax.text(0.5, 0.5, "no turns yet", ha="center", va="center", transform=ax.transAxes)
     ax.figure.tight_layout()

@@ -183,6 +183,18 @@ class Session:
                         on_status=on_status)
         return self.turn(work.turn)
 
+    def record_speech(self, turn: int, *, spoken_chars: int, interrupted: bool = False,
+                      tts_model: str | None = None, tts_ttfb_s: float | None = None,
+                      first_audio_s: float | None = None) -> Turn:
+        """Record how turn ``turn``'s answer was read aloud (the live widget does this):
+        the characters heard, what spoke them, the first sentence's time to first byte and
+        the end of speech -> first audio time. ``interrupted``: the person spoke over it, so
+        the turn becomes ``barged_in`` and the conversation remembers only what was heard."""
+        self._turns.spoken(turn, spoken_chars=spoken_chars, interrupted=interrupted,
+                           tts_model=tts_model, tts_ttfb_s=tts_ttfb_s,
+                           first_audio_s=first_audio_s)
+        return self.turn(turn)
+
     def ask_many(self, items: Iterable[AudioLike], *, concurrency: int = 32,
                  progress: bool = True) -> list[Turn]:
         """Run a turn for each clip: transcription concurrent, answers in input order.
