@@ -74,3 +74,57 @@ def test_the_live_widget_streams_to_u3_rt_pro_by_default(live, sim, samples):
     assert live.wait(30)
     params = sim.streaming.received[-1].params
     assert params["speech_model"] == "u3-rt-pro" and "format_turns" not in params
+
+
+def test_answers_are_not_read_aloud_when_no_page_shows_the_widget(sim, samples, tmp_path):
+    live = vnb.Session("quiet", home=str(tmp_path / "home")).live(speak="espeak")
+    live.feed(vnb.Audio(samples[0]).pcm16k() + b"\0\0" * 16000)
+    live.stop()
+    assert live.wait(30)
+    turn = live.session.turn(1)
+    assert turn.status == "ok" and turn.spoken_chars is None and turn.first_audio_s is None
+
+
+class Player:
+    """What the page's player (speaker.js) answers, played out from Python: every sentence
+    starts at once; with ``barge_after`` sentences started, the person speaks over it."""
+
+    def __init__(self, live, barge_after: int | None = None) -> None:
+        self.live, self.barge_after, self.seen = live, barge_after, []
+        live.send = self.receive  # the widget's messages to the page come here instead
+        live._on_msg(live, {"type": "front"}, [])
+
+    def receive(self, content, buffers=None) -> None:
+        self.seen.append(content["type"])
+        answer = content.get("answer")
+        if content["type"] == "say":
+            assert bytes(buffers[0])[:4] == b"RIFF"
+            self.live._on_msg(self.live, {"type": "playing", "answer": answer,
+                                          "seq": content["seq"]}, [])
+            if content["seq"] + 1 == self.barge_after:
+                self.live._on_speech_started(1.0)  # the service heard the person
+        elif content["type"] == "said" and self.barge_after is None:
+            self.live._on_msg(self.live, {"type": "ended", "answer": answer}, [])
+        elif content["type"] == "hush":
+            self.live._on_msg(self.live, {"type": "hushed", "answer": answer,
+                                          "played": {"0": 0.5}, "reason": "kernel"}, [])
+
+
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
+@pytest.mark.parametrize("barge_after", [None, 1])
+def test_a_spoken_answer_is_recorded_as_heard(sim, samples, tmp_path, barge_after):
+    live = vnb.Session("spoken", home=str(tmp_path / "home")).live(speak="espeak")
+    player = Player(live, barge_after)
+    live.feed(vnb.Audio(samples[0]).pcm16k() + b"\0\0" * 16000)
+    live.stop()
+    assert live.wait(60)
+    turn = live.session.turn(1)
+    assert turn.tts_model == "espeak" and turn.tts_ttfb_s > 0
+    assert turn.stt_s < turn.first_token_s < turn.first_audio_s
+    if barge_after is None:
+        assert turn.status == "ok" and turn.spoken_chars == len(turn.answer)
+        assert player.seen[-1] == "said"
+    else:
+        assert turn.status == "barged_in" and 0 < turn.spoken_chars < len(turn.answer)
+        assert "hush" in player.seen and len(live.barge_stops) == 1
+        assert live.session.chat.history[-1][1] == turn.answer[:turn.spoken_chars]

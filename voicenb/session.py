@@ -118,15 +118,17 @@ class Session:
         kind = Recorder if engine == "anywidget" else WebRTCRecorder
         return kind(self, show_turns=show_turns)
 
-    def live(self) -> Any:
+    def live(self, *, speak: bool | str = False) -> Any:
         """The real-time widget: the transcript forms as you speak, and each end of turn is
-        answered (streamed in) and recorded.
+        answered (streamed in) and recorded. ``speak=True`` (or a speech backend such as
+        ``"espeak"``) also reads each answer aloud in the browser as it streams; speak over
+        it to interrupt.
 
-        >>> s.live()                           # doctest: +SKIP
+        >>> s.live(speak=True)                 # doctest: +SKIP
         """
         from .widgets import LiveRecorder
 
-        return LiveRecorder(self)
+        return LiveRecorder(self, speak=speak)
 
     # -- running turns ------------------------------------------------------------------------
 

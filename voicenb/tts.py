@@ -3,24 +3,32 @@
 
 >>> clip = vnb.speak("Paris is the capital of France.")              # doctest: +SKIP
 >>> clip = vnb.speak("Bonjour.", backend="espeak", voice="fr")       # doctest: +SKIP
+
+:func:`speak_wav` says one sentence of a spoken answer as a WAV file and times its first
+audio byte (``voicenb._talkback`` speaks answers sentence by sentence as they stream).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
+import wave
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import _openai
 from ._config import Settings, resolve
-from ._errors import ConfigError, ModelNotFoundError, ServiceError
+from ._errors import ConfigError, ModelNotFoundError, ServiceError, VoicenbError
 from .audio import Audio, pcm_to_wav
 
-__all__ = ["speak", "play", "BACKENDS", "DEFAULT_MODEL", "DEFAULT_VOICE"]
+__all__ = ["speak", "play", "BACKENDS", "DEFAULT_MODEL", "DEFAULT_VOICE", "Speech",
+           "backend_for", "speak_wav"]
 
 log = logging.getLogger("voicenb")
 
@@ -59,13 +67,7 @@ def speak(
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("There is no text to speak: pass a non-empty string.")
     cfg = resolve(settings, openai_api_key=api_key, openai_base_url=base_url, tts=backend)
-    backend = cfg.tts
-    if backend not in BACKENDS:
-        raise ConfigError(f"Unknown speech backend {backend!r}. Choose one of: "
-                          f"{', '.join(BACKENDS)} (backend= argument, Settings(tts=...) or "
-                          f"{TTS_ENV}).")
-    if backend == "auto":
-        backend = "openai" if cfg.openai_api_key else "espeak"
+    backend = backend_for(cfg)
     if backend == "espeak":
         if model is not None or options:
             raise ConfigError("backend='espeak' takes only text and voice= (not model= or "
@@ -83,14 +85,7 @@ def _openai_speech(text: str, voice: str, model: str, cfg: Settings,
     except Exception as exc:
         if not _openai.is_transport_error(exc):
             raise
-        error = _openai.convert(exc, model=model, base_url=cfg.openai_base_url, what="speech")
-        if isinstance(error, ModelNotFoundError):
-            error = ModelNotFoundError(
-                f"Speech model {model!r} is not available at {cfg.openai_base_url} "
-                f"({error.detail}). Choose another with model=, e.g. {DEFAULT_MODEL!r} or "
-                "'tts-1'.", model=model, service=error.service, status_code=error.status_code,
-                detail=error.detail, code=error.code)
-        raise error from None
+        raise _speech_error(exc, model, cfg) from None
     fmt = options.get("response_format") or "mp3"
     if fmt == "pcm":  # headerless: wrap it so it is a clip like any other
         data = pcm_to_wav(data, rate=24000)
@@ -99,6 +94,122 @@ def _openai_speech(text: str, voice: str, model: str, cfg: Settings,
     except Exception as exc:
         raise ServiceError(f"OpenAI speech sent something that is not audio ({exc}).",
                            service=_openai.SERVICE) from exc
+
+
+def backend_for(cfg: Settings) -> str:
+    """The speech backend ``cfg.tts`` names, ``"auto"`` decided: ``"openai"`` or ``"espeak"``.
+
+    >>> backend_for(Settings(tts="auto"))      # no OPENAI_API_KEY here   # doctest: +SKIP
+    'espeak'
+    """
+    if cfg.tts not in BACKENDS:
+        raise ConfigError(f"Unknown speech backend {cfg.tts!r}. Choose one of: "
+                          f"{', '.join(BACKENDS)} (backend= argument, Settings(tts=...) or "
+                          f"{TTS_ENV}).")
+    if cfg.tts == "auto":
+        return "openai" if cfg.openai_api_key else "espeak"
+    return cfg.tts
+
+
+def _speech_error(exc: BaseException, model: str, cfg: Settings) -> VoicenbError:
+    error = _openai.convert(exc, model=model, base_url=cfg.openai_base_url, what="speech")
+    if isinstance(error, ModelNotFoundError):
+        error = ModelNotFoundError(
+            f"Speech model {model!r} is not available at {cfg.openai_base_url} "
+            f"({error.detail}). Choose another with model=, e.g. {DEFAULT_MODEL!r} or "
+            "'tts-1'.", model=model, service=error.service, status_code=error.status_code,
+            detail=error.detail, code=error.code)
+    return error
+
+
+# -- one sentence as WAV, timed -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Speech:
+    """One text said as a WAV file: its length in ``seconds``, the ``model`` that said it
+    (``"espeak"`` for espeak-ng) and ``ttfb_s``, request -> first audio byte."""
+
+    wav: bytes
+    seconds: float
+    model: str
+    ttfb_s: float
+
+
+def speak_wav(text: str, backend: str | None = None, voice: str | None = None,
+              model: str | None = None, settings: Settings | None = None) -> Speech:
+    """Say ``text`` (a sentence) as a WAV file a browser can decode, timing the first byte.
+
+    >>> s = speak_wav("Paris is the capital of France.", backend="espeak")   # doctest: +SKIP
+    >>> s.model, round(s.seconds, 1), s.wav[:4]                                # doctest: +SKIP
+    ('espeak', 2.1, b'RIFF')
+
+    Backends as :func:`speak`. OpenAI is asked for ``response_format="wav"`` and read as a
+    stream, so ``ttfb_s`` is the wait for its first audio byte; espeak-ng writes a file, so
+    there ``ttfb_s`` is the whole synthesis. The header is rewritten with the real sizes.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("There is no text to speak: pass a non-empty string.")
+    cfg = resolve(settings, tts=backend)
+    if backend_for(cfg) == "espeak":
+        if model is not None:
+            raise ConfigError("backend='espeak' takes only text and voice= (not model=).")
+        name, started = "espeak", time.monotonic()
+        data = _espeak(text, voice).read()
+        ttfb = time.monotonic() - started
+        source = "espeak-ng"
+    else:
+        name = model or DEFAULT_MODEL
+        data, ttfb = _openai_wav(text, voice or DEFAULT_VOICE, name, cfg)
+        source = _openai.SERVICE
+    wav, seconds = _clean_wav(data, source)
+    return Speech(wav, seconds, name, ttfb)
+
+
+def _openai_wav(text: str, voice: str, model: str, cfg: Settings) -> tuple[bytes, float]:
+    client = _openai.client(cfg)
+    chunks: list[bytes] = []
+    ttfb: float | None = None
+    started = time.monotonic()
+    try:
+        # the streaming response: the SDK's plain create() returns only once the whole body
+        # is in, which would time the last byte, not the first
+        with client.audio.speech.with_streaming_response.create(
+                model=model, voice=voice, input=text, response_format="wav") as response:
+            for chunk in response.iter_bytes():
+                if chunk and ttfb is None:
+                    ttfb = time.monotonic() - started
+                chunks.append(chunk)
+    except Exception as exc:
+        if not _openai.is_transport_error(exc):
+            raise
+        raise _speech_error(exc, model, cfg) from None
+    return b"".join(chunks), ttfb if ttfb is not None else time.monotonic() - started
+
+
+def _clean_wav(data: bytes, source: str) -> tuple[bytes, float]:
+    """The WAV rewritten with its real sizes, and its seconds. OpenAI streams WAV with
+    0xFFFFFFFF as the sizes (unknown when the header goes out): ``wave`` then reads hours of
+    audio, and strict decoders (Safari) refuse the file."""
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            frames = w.readframes(w.getnframes())  # what is there, whatever the header says
+    except (wave.Error, EOFError) as exc:
+        raise ServiceError(f"{source} sent speech that is not a PCM WAV file ({exc}). Try "
+                           "again; if it keeps happening, check that the server supports "
+                           "response_format='wav'.", service=source) from None
+    frames = frames[: len(frames) - len(frames) % (channels * width)]  # no half frame
+    if not frames:
+        raise ServiceError(f"{source} sent a WAV file with no audio in it. Try again.",
+                           service=source)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return out.getvalue(), len(frames) / (channels * width * rate)
 
 
 def _espeak(text: str, voice: str | None) -> Audio:

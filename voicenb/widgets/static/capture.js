@@ -116,12 +116,15 @@ async function startCapture(onChunk) {
 }
 
 // Capture straight to the kernel: "start" (with the rate), then "audio" messages of ~100 ms
-// of PCM each. Resolves to the capture, or to null after telling the kernel why the
-// microphone is unavailable ("error").
-async function captureToKernel(model) {
+// of PCM each (each also handed to tap(chunk) first, when given: the answer being read aloud
+// listens for the person speaking over it). Resolves to the capture, or to null after
+// telling the kernel why the microphone is unavailable ("error").
+async function captureToKernel(model, tap) {
   try {
-    const capture = await startCapture(
-      (chunk) => model.send({ type: "audio" }, undefined, [chunk.buffer]));
+    const capture = await startCapture((chunk) => {
+      if (tap) tap(chunk);
+      model.send({ type: "audio" }, undefined, [chunk.buffer]);
+    });
     model.send({ type: "start", rate: capture.rate });
     return capture;
   } catch (err) {
@@ -140,13 +143,13 @@ function pageIsLocal() {
 
 // A widget's microphone: start() captures to the kernel (calling changed() as it starts and
 // once it runs or failed), stop() releases it; `on` and `starting` say where it is.
-function kernelMicrophone(model, changed) {
+function kernelMicrophone(model, changed, tap) {
   const mic = { capture: null, starting: false };
   mic.on = () => mic.capture !== null;
   mic.start = async () => {
     mic.starting = true;
     changed();
-    mic.capture = await captureToKernel(model);
+    mic.capture = await captureToKernel(model, tap);
     mic.starting = false;
     changed();
   };

@@ -18,7 +18,17 @@ function render({ model, el }) {
   answer.style.whiteSpace = "pre-wrap";
   const turns = document.createElement("div");
   turns.className = "voicenb-live-turns";
-  el.append(button, status, partial, transcript, answer, turns);
+  const voice = document.createElement("div");
+  voice.className = "voicenb-live-voice";
+  voice.style.color = "#777";
+  el.append(button, status, partial, transcript, answer, voice, turns);
+  // With speak=True the answer is read aloud here as it streams (speaker.js); the
+  // microphone stays open, and speaking over the answer stops it.
+  const speaker = model.get("speak") ? createSpeaker(model, { onChange: () => show() }) : null;
+  const SAYING = { waiting: "preparing the spoken answer...",
+                   playing: "speaking: talk to interrupt", ended: "", idle: "",
+                   hushed: "stopped: you spoke over the answer",
+                   blocked: "press Start listening to hear the answer" };
 
 
   function show() {
@@ -30,12 +40,15 @@ function render({ model, el }) {
     button.textContent = mic.on() ? "Stop" : "Start listening";
     button.setAttribute("aria-label", mic.on() ? "Stop" : "Start listening");
     renderTurns(turns, model);
+    voice.textContent = speaker ? SAYING[speaker.state] || "" : "";
+    voice.dataset.state = speaker ? speaker.state : "off";
   }
   for (const name of ["status", "state", "partial", "transcript", "answer", "turns"]) {
     model.on("change:" + name, show);
   }
   listenForAudio(model);
-  const mic = kernelMicrophone(model, () => show());
+  const mic = kernelMicrophone(model, () => show(),
+                               speaker ? (chunk) => speaker.hear(chunk) : null);
 
   function stop() {
     mic.stop();
@@ -43,9 +56,18 @@ function render({ model, el }) {
     show();
   }
 
-  button.onclick = () => (mic.starting ? null : mic.on() ? stop() : mic.start());
+  button.onclick = () => {
+    if (mic.starting) return;
+    if (mic.on()) return stop();
+    if (speaker) speaker.unlock(); // the click is the gesture that lets the page make sound
+    mic.start();
+  };
   show();
-  return () => { if (mic.on()) stop(); };
+  model.send({ type: "front" }); // answers can be played here
+  return () => {
+    if (mic.on()) stop();
+    if (speaker) speaker.close();
+  };
 }
 
 export default { render };

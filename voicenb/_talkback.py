@@ -1,0 +1,436 @@
+"""Talk back: speak an answer while it streams, sentence by sentence, and stop on barge-in.
+
+::
+
+    LLM thread      feed(piece) ... finish()  -> sentences() cuts the text -> queue
+    worker thread   tts.speak_wav(sentence) -> send(seq, wav)     one at a time, in order
+    widget thread   playing(seq), ended(), hushed({seq: seconds played})
+    any thread      cancel()                                       barge-in: nothing more is sent
+    caller          result(timeout) -> Spoken                      how much of it was heard
+
+>>> speaker = Speaker(widget_send, backend="espeak")               # doctest: +SKIP
+>>> answer = chat.ask(question, on_token=speaker.feed)             # doctest: +SKIP
+>>> speaker.finish()                                               # doctest: +SKIP
+>>> speaker.result(timeout=120).spoken_chars                       # doctest: +SKIP
+87
+
+Each sentence counts the characters of the answer it covers, the whitespace after it
+included, so a playback heard to the end counts ``len(text)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import tts
+from ._config import Settings, resolve
+from ._errors import VoicenbError
+
+__all__ = ["Speaker", "Spoken", "sentences"]
+
+log = logging.getLogger("voicenb")
+
+#: shorter pieces ("1.", "Dr.", "Yes.") are joined to the next: a clip that short sounds
+#: clipped, and costs a request of its own
+MIN_SENTENCE_CHARS = 12
+#: a sentence running longer is cut at a comma (or a space): the first audio should not wait
+#: for a run-on sentence, and OpenAI refuses inputs over 4096 characters
+MAX_SENTENCE_CHARS = 300
+#: a sentence played to within this of its end was heard whole (players report the time
+#: they stopped, which can fall a frame short of the end)
+FULLY_PLAYED_SLACK_S = 0.05
+#: the worker thread exits after this long with nothing to say; a later sentence starts a new one
+IDLE_EXIT_S = 30.0
+#: words ending in "." that do not end a sentence (lower case, inner dots kept)
+ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "cf",
+                           "approx", "fig", "vol", "ca", "mt", "e.g", "i.e", "eg", "ie"})
+
+# an end: . ! ? … (closing quotes, brackets or markdown emphasis may follow) then whitespace,
+# which the sentence takes with it; or a line break
+_END = re.compile(r"[.!?…]+[\"'”’)\]»*_`]*\s+|\n\s*")
+_INITIALS = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]|[A-HJ-Z]")  # U.S, e.g, J (not "I")
+_CLAUSE = re.compile(r"[,;:]\s+")
+# markdown a voice should not read out: emphasis, code ticks, rules, headings, quotes, bullets
+_MARKUP = re.compile(r"[*`]+|^\s*[-_=]{3,}\s*$|^\s*(?:#+|>|[-•])\s+", re.MULTILINE)
+
+
+def sentences(text: str, *, final: bool) -> tuple[list[str], str]:
+    """Cut streamed text into complete sentences: returns (complete sentences, the rest).
+
+    >>> sentences("Dr. Smith paid 3.5 euros. Then he left. And", final=False)
+    (['Dr. Smith paid 3.5 euros.', 'Then he left.'], 'And')
+    >>> sentences("1. Open the box\\n2. Take it out", final=True)
+    (['1. Open the box', '2. Take it out'], '')
+
+    A sentence ends at . ! ? (or …) followed by whitespace, or at a newline; pieces shorter
+    than ``MIN_SENTENCE_CHARS`` ("1.", "Yes.") and abbreviations ("Dr.", "e.g.", initials) are
+    joined to what follows; one running past ``MAX_SENTENCE_CHARS`` is cut at a comma. With
+    ``final=True`` the rest is the last sentence, if it has a letter or digit to say.
+    """
+    found, start = _cut(text, final)
+    return [sentence for sentence, _ in found], text[start:]
+
+
+def _cut(text: str, final: bool) -> tuple[list[tuple[str, int]], int]:
+    """(sentence, characters of ``text`` it covers) pairs, and where the rest starts."""
+    found: list[tuple[str, int]] = []
+    start = 0
+    for end in _ends(text):
+        piece = text[start:end]
+        if len(piece.strip()) >= MIN_SENTENCE_CHARS and _sayable(piece):
+            found.append((piece.strip(), end - start))
+            start = end
+    while len(text) - start > MAX_SENTENCE_CHARS:
+        end = _clause_end(text, start)
+        if _sayable(text[start:end]):
+            found.append((text[start:end].strip(), end - start))
+        start = end
+    if final and _sayable(text[start:]):
+        found.append((text[start:].strip(), len(text) - start))
+        start = len(text)
+    return found, start
+
+
+def _ends(text: str) -> list[int]:
+    ends = []
+    for match in _END.finditer(text):
+        if match.group()[0] == "." and not match.group().startswith(".."):
+            word = text[max(0, match.start() - 12):match.start()].split()
+            if word and (word[-1].lstrip("(\"'“‘").lower() in ABBREVIATIONS
+                         or _INITIALS.fullmatch(word[-1].lstrip("(\"'“‘"))):
+                continue
+        ends.append(match.end())
+    return ends
+
+
+def _clause_end(text: str, start: int) -> int:
+    """Where to cut a run-on sentence: after its last comma (or space) within the limit."""
+    window = text[start:start + MAX_SENTENCE_CHARS]
+    commas = [m.end() for m in _CLAUSE.finditer(window) if m.end() >= MIN_SENTENCE_CHARS]
+    spaces = [m.end() for m in re.finditer(r"\s+", window) if m.end() >= MIN_SENTENCE_CHARS]
+    return start + (commas or spaces or [len(window)])[-1]
+
+
+def _sayable(piece: str) -> bool:
+    return any(ch.isalnum() for ch in piece)  # "---" or "```" alone would be silence
+
+
+def _for_voice(sentence: str) -> str:
+    return " ".join(_MARKUP.sub("", sentence).split()) or sentence
+
+
+@dataclass
+class Spoken:
+    """What was said of one answer.
+
+    >>> spoken = speaker.result(timeout=60)                           # doctest: +SKIP
+    >>> spoken.interrupted, spoken.spoken_chars, len(spoken.text)     # doctest: +SKIP
+    (True, 41, 230)
+    """
+
+    text: str  # the answer text handed to the speaker (all of it)
+    spoken_chars: int  # characters of it played (a cut-off sentence by the seconds it played)
+    interrupted: bool  # stopped by the person (barge-in)
+    tts_model: str | None  # "espeak", "gpt-4o-mini-tts"...; None: nothing was synthesised
+    tts_ttfb_s: float | None  # first sentence: synthesis request -> first audio byte
+    first_audio_at: float | None  # time.monotonic() when the player said audio started
+    sentences: int  # synthesised and sent
+    error: str | None  # a synthesis failure (the text answer stands; speaking stopped)
+
+
+@dataclass
+class _Sent:
+    chars: int  # of the answer text, the whitespace after the sentence included
+    seconds: float
+
+
+def _seconds_by_seq(played: Mapping[Any, Any]) -> dict[int, float]:
+    """The player's report, which crosses JSON (so its keys may be strings), made safe."""
+    out: dict[int, float] = {}
+    for seq, seconds in (played or {}).items():
+        try:
+            seq, seconds = int(seq), float(seconds)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(seconds) and seconds > 0:
+            out[seq] = seconds
+    return out
+
+
+class Speaker:
+    """Speaks one answer as it streams: each complete sentence is synthesised on a
+    background thread and handed to ``send(seq, wav_bytes)`` for the browser to play.
+
+    >>> speaker = Speaker(lambda seq, wav: player.send_clip(seq, wav))   # doctest: +SKIP
+    >>> chat.ask("Tell me about Paris.", on_token=speaker.feed)          # doctest: +SKIP
+    >>> speaker.finish(); speaker.result(timeout=120)                    # doctest: +SKIP
+
+    ``backend`` is as for :func:`voicenb.speak` (``None``: ``Settings.tts``); an unknown one
+    raises :class:`~voicenb.ConfigError` here. Every other failure (no key, a service error,
+    an unknown voice) stops the speaking and is reported in :attr:`Spoken.error`: the
+    methods never raise. Always end an answer with :meth:`finish` or :meth:`cancel`.
+
+    ``on_all_sent(count)``, if given, is called once when no further sentence will be sent
+    (all were, or speaking stopped), with how many were: the player can only report
+    :meth:`ended` once it knows the count. It is called from whichever thread ended the
+    sending (the synthesis thread, or that of finish, cancel or hushed), with no lock held.
+    """
+
+    def __init__(self, send: Callable[[int, bytes], None], *, backend: str | None = None,
+                 voice: str | None = None, model: str | None = None,
+                 settings: Settings | None = None,
+                 on_all_sent: Callable[[int], None] | None = None) -> None:
+        self._cfg = resolve(settings, tts=backend)
+        self._backend = tts.backend_for(self._cfg)
+        self._model_name = "espeak" if self._backend == "espeak" else model or tts.DEFAULT_MODEL
+        self._send, self._voice, self._model = send, voice, model
+        self._on_all_sent = on_all_sent
+        self._cond = threading.Condition()
+        # held while a sentence is sent: cancel() waits it out, so that once cancel()
+        # returns nothing more reaches the player (re-entrant: send may call cancel)
+        self._send_lock = threading.RLock()
+        self._text: list[str] = []
+        self._rest = ""  # text not yet cut into sentences
+        self._queue: deque[tuple[str, int]] = deque()
+        self._sent: list[_Sent] = []
+        self._worker: threading.Thread | None = None
+        self._busy = self._finished = self._cancelled = self._barged = self._tried = False
+        self._whole = False  # every sentence had been sent when the speaking was stopped
+        self._told = False  # on_all_sent was called
+        self._error: str | None = None
+        self._ttfb: float | None = None
+        self._first_audio_at: float | None = None
+        self._last_playing: int | None = None
+        self._ended_upto = 0  # sentences the player said it finished playing
+        self._played: dict[int, float] | None = None  # the hushed() report
+
+    def __repr__(self) -> str:
+        return (f"Speaker(backend={self._backend!r}, sent={len(self._sent)}, "
+                f"queued={len(self._queue)}, finished={self._finished})")
+
+    # -- the answer, from the LLM thread ----------------------------------------------------
+
+    def feed(self, piece: str) -> None:
+        """One piece of the answer (``Chat.ask``'s ``on_token``); never waits for synthesis."""
+        if not isinstance(piece, str) or not piece:
+            return
+        with self._cond:
+            self._text.append(piece)
+            if not (self._finished or self._stopped):
+                self._rest += piece
+                self._take(final=False)
+
+    def finish(self) -> None:
+        """The answer is complete: what is left becomes the last sentence."""
+        with self._cond:
+            if self._finished:
+                return
+            self._finished = True
+            if not self._stopped:
+                self._take(final=True)
+            self._cond.notify_all()
+            count = self._claim_all_sent()
+        self._tell_all_sent(count)
+
+    def _take(self, *, final: bool) -> None:
+        """Queue the complete sentences (the lock is held). The worker is started, or
+        restarted after idling, under the same lock it exits under: no sentence is lost."""
+        found, start = _cut(self._rest, final)
+        self._rest = self._rest[start:]
+        if not found:
+            return
+        self._queue.extend(found)
+        self._cond.notify_all()
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name="voicenb-talkback",
+                                            daemon=True)
+            self._worker.start()
+
+    @property
+    def _stopped(self) -> bool:
+        return self._cancelled or self._error is not None
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while (job := self._next()) is not None:
+            sentence, chars = job
+            try:
+                speech: tts.Speech | None = tts.speak_wav(
+                    _for_voice(sentence), backend=self._backend, voice=self._voice,
+                    model=self._model, settings=self._cfg)
+                error = None
+            except VoicenbError as exc:
+                speech, error = None, str(exc)
+            except Exception as exc:  # a bug: say so rather than leave result() waiting
+                log.exception("voicenb: speaking a sentence failed")
+                speech, error = None, f"{type(exc).__name__}: {exc} (a bug in voicenb)"
+            self._deliver(chars, speech, error)
+
+    def _next(self) -> tuple[str, int] | None:
+        with self._cond:
+            while not (self._queue or self._stopped or self._finished):
+                if not self._cond.wait(IDLE_EXIT_S):
+                    break
+            if self._queue and not self._stopped:
+                self._busy = self._tried = True
+                return self._queue.popleft()
+            self._worker = None
+            self._cond.notify_all()
+            count = self._claim_all_sent()
+        self._tell_all_sent(count)
+        return None
+
+    def _deliver(self, chars: int, speech: tts.Speech | None, error: str | None) -> None:
+        with self._send_lock:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+                if self._stopped:  # cancelled while it was synthesised: discard it
+                    return
+                seq = len(self._sent)
+                if speech is None:
+                    self._fail(seq, error or "no audio")
+                    return
+                self._sent.append(_Sent(chars, speech.seconds))
+                if seq == 0:
+                    self._ttfb = speech.ttfb_s
+            try:
+                self._send(seq, speech.wav)
+            except Exception as exc:  # noqa: BLE001 - whatever the widget's send raises
+                with self._cond:
+                    self._sent.pop()
+                    self._ttfb = self._ttfb if self._sent else None
+                    self._fail(seq, f"the player could not be sent it ({type(exc).__name__}: "
+                                    f"{exc})")
+
+    def _fail(self, seq: int, message: str) -> None:
+        self._error = f"Speaking stopped at sentence {seq + 1}: {message}"
+        self._queue.clear()
+        self._cond.notify_all()
+        log.warning("voicenb: %s (the text answer stands).", self._error)
+
+    # -- the player, from the widget's thread ----------------------------------------------
+
+    def playing(self, seq: int) -> None:
+        """The player started sentence ``seq`` (now)."""
+        with self._cond:
+            if self._first_audio_at is None:
+                self._first_audio_at = time.monotonic()
+            if isinstance(seq, int) and 0 <= seq < len(self._sent):
+                self._last_playing = max(seq, self._last_playing or 0)
+
+    def ended(self) -> None:
+        """The player finished everything it was sent. Once all were sent that is all of
+        them (sentences it could not decode included); a player that ran dry while the
+        answer still streams covers only the sentences it said it played."""
+        with self._cond:
+            covered = (len(self._sent) if self._told or self._last_playing is None
+                       else self._last_playing + 1)
+            self._ended_upto = max(self._ended_upto, min(covered, len(self._sent)))
+            self._cond.notify_all()
+
+    def hushed(self, played: Mapping[int, float]) -> None:
+        """The person spoke and the player stopped, after ``played`` seconds of each seq;
+        nothing more is synthesised."""
+        seconds = _seconds_by_seq(played)
+        with self._cond:
+            if self._played_through() or self._played is not None:
+                return  # all of it was heard already: nothing was cut off
+            self._played = seconds
+            self._stop()
+        self._stopped_sending()
+
+    def cancel(self) -> None:
+        """Barge-in: stop synthesising; once this returns nothing more is sent. Idempotent."""
+        with self._cond:
+            if not self._played_through():
+                self._stop()
+        self._stopped_sending()
+
+    def _stopped_sending(self) -> None:
+        with self._send_lock:
+            pass  # wait out a sentence being sent right now: after this, nothing more is
+        with self._cond:
+            count = self._claim_all_sent()
+        self._tell_all_sent(count)
+
+    def _claim_all_sent(self) -> int | None:
+        """The count to tell on_all_sent, once, when sending is over (the lock is held)."""
+        if self._told or not (self._stopped or self._synthesised_all()):
+            return None
+        self._told = True
+        return len(self._sent)
+
+    def _tell_all_sent(self, count: int | None) -> None:
+        if count is None or self._on_all_sent is None:
+            return
+        try:
+            self._on_all_sent(count)
+        except Exception:
+            log.exception("voicenb: on_all_sent failed")
+
+    def _stop(self) -> None:
+        if not self._cancelled:
+            self._whole = self._synthesised_all()  # then the player may yet finish it all
+        self._barged = self._cancelled = True
+        self._queue.clear()
+        self._cond.notify_all()
+
+    # -- the outcome ------------------------------------------------------------------------
+
+    def _synthesised_all(self) -> bool:
+        return self._finished and not self._stopped and not self._queue and not self._busy
+
+    def _played_through(self) -> bool:
+        return ((self._whole or self._synthesised_all())
+                and self._ended_upto >= len(self._sent))
+
+    def _done(self) -> bool:
+        if self._played is not None:
+            return True
+        synthesis_over = self._stopped or self._synthesised_all()
+        return synthesis_over and self._ended_upto >= len(self._sent)
+
+    def result(self, timeout: float | None = None) -> Spoken:
+        """Wait until playback ended or was hushed (or, with nothing to play, synthesis is
+        done), then say what was said. After ``timeout`` seconds (a player that never
+        reports: no browser) the sentences sent count as spoken."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._done():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._spoken()
+
+    def _spoken(self) -> Spoken:
+        text = "".join(self._text)
+        if self._played is not None:
+            chars = sum(self._heard(seq, sent) for seq, sent in enumerate(self._sent))
+        elif self._played_through() and self._sent:
+            chars = len(text)  # trailing blanks and markup included: all of it was heard
+        else:
+            chars = sum(sent.chars for sent in self._sent)
+        return Spoken(text=text, spoken_chars=min(chars, len(text)),
+                      interrupted=self._barged and not self._played_through(),
+                      tts_model=self._model_name if self._tried else None,
+                      tts_ttfb_s=self._ttfb, first_audio_at=self._first_audio_at,
+                      sentences=len(self._sent), error=self._error)
+
+    def _heard(self, seq: int, sent: _Sent) -> int:
+        seconds = (self._played or {}).get(seq, 0.0)
+        if seconds <= 0:
+            return 0
+        if seconds >= sent.seconds - FULLY_PLAYED_SLACK_S or sent.seconds <= 0:
+            return sent.chars
+        return int(sent.chars * seconds / sent.seconds)  # the sentence cut off, pro rata
