@@ -102,7 +102,7 @@ class Player:
             self.live._on_msg(self.live, {"type": "playing", "answer": answer,
                                           "seq": content["seq"]}, [])
             if content["seq"] + 1 == self.barge_after:
-                self.live._on_speech_started(1.0)  # the service heard the person
+                self.live.hush()  # the service heard the person (SpeechStarted)
         elif content["type"] == "said" and self.barge_after is None:
             self.live._on_msg(self.live, {"type": "ended", "answer": answer}, [])
         elif content["type"] == "hush":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -166,3 +167,52 @@ def test_the_widget_displays_headless_without_hanging(sim, tmp_path):
     [output] = nb.cells[0].outputs
     assert "application/vnd.jupyter.widget-view+json" in output["data"]
     assert "Recorder(session='h'" in json.dumps(output["data"]["text/plain"])
+
+
+class PagePlayer:
+    """The page's player (speaker.js) played out from Python: each sentence starts as it
+    arrives; ``ended`` after ``said``; a ``hush`` is answered with the seconds played."""
+
+    def __init__(self, widget, *, answer_ends: bool = True) -> None:
+        self.widget, self.answer_ends, self.seen = widget, answer_ends, []
+        widget.send = self.receive  # the widget's messages to the page come here instead
+        widget._on_msg(widget, {"type": "front"}, [])
+
+    def receive(self, content, buffers=None) -> None:
+        self.seen.append(content["type"])
+        answer = content.get("answer")
+        if content["type"] == "say":
+            self.widget._on_msg(self.widget, {"type": "playing", "answer": answer,
+                                              "seq": content["seq"]}, [])
+        elif content["type"] == "said" and self.answer_ends:
+            self.widget._on_msg(self.widget, {"type": "ended", "answer": answer}, [])
+        elif content["type"] == "hush":
+            self.widget._on_msg(self.widget, {"type": "hushed", "answer": answer,
+                                              "played": {"0": 0.4}, "reason": "kernel"}, [])
+
+
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
+def test_the_recorder_reads_answers_aloud_and_record_speaks_over_them(session, sample):
+    rec = session.recorder(speak="espeak")
+    player = PagePlayer(rec)
+    rec.submit(sample)
+    assert rec.wait(60)
+    first = session.turn(1)
+    assert first.status == "ok" and first.spoken_chars == len(first.answer)
+    assert first.tts_model == "espeak" and first.first_audio_s >= first.first_token_s
+    player.answer_ends = False  # the next answer is still being read when Record is pressed
+    rec.submit(sample)
+    deadline = time.monotonic() + 30
+    while "say" not in player.seen[player.seen.index("said") + 1:] \
+            and time.monotonic() < deadline:  # the second answer's first sentence plays
+        time.sleep(0.05)
+    rec.begin()  # Record: the person speaks over the answer
+    assert rec.wait(60)
+    second = session.turn(2)
+    assert second.status == "barged_in" and 0 < second.spoken_chars < len(second.answer)
+    rec.end()
+
+
+def test_speak_needs_the_anywidget_recorder(session):
+    with pytest.raises(vnb.ConfigError, match="anywidget recorder"):
+        session.recorder(engine="ipywebrtc", speak=True)

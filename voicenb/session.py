@@ -102,21 +102,28 @@ class Session:
 
     # -- widgets ------------------------------------------------------------------------------
 
-    def recorder(self, *, engine: str = "anywidget", show_turns: int = 5) -> Any:
+    def recorder(self, *, engine: str = "anywidget", show_turns: int = 5,
+                 speak: bool | str = False) -> Any:
         """The push-to-talk widget: each recording becomes a turn, the answer streams in.
 
         >>> s.recorder()                       # doctest: +SKIP
 
         ``engine="ipywebrtc"`` records with ipywebrtc (compressed by the browser, for long
-        recordings) instead of streaming PCM to the kernel.
+        recordings) instead of streaming PCM to the kernel. ``speak=True`` (or a speech
+        backend such as ``"espeak"``) reads each answer aloud in the page as it streams;
+        pressing Record again stops it.
         """
         from .widgets import Recorder, WebRTCRecorder
 
         if engine not in ("anywidget", "ipywebrtc"):
             raise ConfigError(f"Unknown recorder engine {engine!r}: use 'anywidget' "
                               "(the default) or 'ipywebrtc'.")
-        kind = Recorder if engine == "anywidget" else WebRTCRecorder
-        return kind(self, show_turns=show_turns)
+        if engine == "ipywebrtc":
+            if speak:
+                raise ConfigError("speak= works with the anywidget recorder (the default "
+                                  "engine); with ipywebrtc use Session(speak=True).")
+            return WebRTCRecorder(self, show_turns=show_turns)
+        return Recorder(self, show_turns=show_turns, speak=speak)
 
     def live(self, *, speak: bool | str = False) -> Any:
         """The real-time widget: the transcript forms as you speak, and each end of turn is
@@ -134,20 +141,21 @@ class Session:
 
     def ask_audio(self, audio: AudioLike, *, stream: bool = False,
                   on_token: OnToken | None = None, on_status: OnStatus | None = None,
-                  live: LiveUpload | None = None) -> Turn:
+                  live: LiveUpload | None = None, speak: bool | None = None) -> Turn:
         """Transcribe ``audio``, ask the model, record the turn; return it.
 
         Raises a :class:`VoicenbError` if the turn failed, after recording it with status
         ``error`` (``retry_failed()`` finishes it later). ``live`` is the upload of this
         clip made while it was recorded (:meth:`live_upload`): its transcript is used, and
-        the clip is sent again only if that upload failed.
+        the clip is sent again only if that upload failed. ``speak=False`` does not read
+        the answer aloud even when the session does (a widget reading it in the page).
 
         >>> s.ask_audio("question.wav").answer     # doctest: +SKIP
         """
         number = self._turns.ask(audio, stream=stream, on_token=on_token, on_status=on_status,
                                  live=live)
         turn = self.turn(number)
-        if self.speak and turn.answer:
+        if (self.speak if speak is None else speak) and turn.answer:
             self._say(turn.answer)
         return turn
 

@@ -17,13 +17,13 @@ synthesised, and the turn is recorded ``barged_in`` with the characters that wer
 from __future__ import annotations
 
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import anywidget
 import traitlets
 
 from .._errors import VoicenbError
+from ._speaking import SpeaksMixin, both
 from ._worker import Streamed, Worker
 from .recorder import TurnsMixin, bundle
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..session import Session
     from ..stt.streaming import TurnEvent
 
-class LiveRecorder(TurnsMixin, anywidget.AnyWidget):
+class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
     """The live widget of a :class:`~voicenb.Session` (use ``session.live()``).
 
     Without a browser, :meth:`feed` streams PCM from Python exactly as the microphone would;
@@ -39,8 +39,6 @@ class LiveRecorder(TurnsMixin, anywidget.AnyWidget):
     """
 
     _esm = bundle("capture.js", "speaker.js", "turns.js", "live.js")
-    #: read answers aloud in the browser (set at creation: session.live(speak=True))
-    speak = traitlets.Bool(False).tag(sync=True)
     status = traitlets.Unicode("Press Start and speak; a pause ends your turn.").tag(sync=True)
     state = traitlets.Unicode("idle").tag(sync=True)
     partial = traitlets.Unicode("").tag(sync=True)
@@ -50,15 +48,8 @@ class LiveRecorder(TurnsMixin, anywidget.AnyWidget):
 
     def __init__(self, session: Session, *, show_turns: int = 5, idle_timeout: float = 60.0,
                  speak: bool | str = False, **kwargs: Any) -> None:
-        super().__init__(speak=bool(speak), **kwargs)
-        #: the speech backend ("espeak", "openai"...; None: Settings.tts)
-        self.voice = speak if isinstance(speak, str) else None
-        self._front = False  # no page has shown the widget yet: nothing could be played
-        self._speaker: Any = None  # the answer being read aloud now, and its id
-        self._answer_id = 0
-        self._barge_at: float | None = None
-        #: seconds from the person starting to speak over an answer to its playback stopped
-        self.barge_stops: list[float] = []
+        super().__init__(**kwargs)
+        self._init_speaking(speak)
         self.session = session
         self.show_turns = show_turns
         self._heard = 0  # final turns heard in the current stream
@@ -90,10 +81,8 @@ class LiveRecorder(TurnsMixin, anywidget.AnyWidget):
                                  daemon=True).start()
             elif kind == "error":
                 self._show("error", f"No microphone: {content.get('message')}.")
-            elif kind in ("playing", "ended", "hushed"):
-                self._from_player(kind, content)
-            elif kind == "front":
-                self._front = True  # a page shows the widget: it can play answers
+            else:
+                self._speaking_message(kind, content)
         except VoicenbError as exc:
             self._show("error", str(exc))
 
@@ -110,7 +99,7 @@ class LiveRecorder(TurnsMixin, anywidget.AnyWidget):
         self.session.chat  # connect to the model now, not after the first turn
         self._heard = 0
         self._rt = RealtimeTranscriber(on_partial=self._on_partial, on_turn=self._on_turn,
-                                       on_speech_started=self._on_speech_started,
+                                       on_speech_started=lambda _s: self.hush(),
                                        settings=self.session.settings).start()
 
     def feed(self, pcm: bytes) -> None:
@@ -158,11 +147,11 @@ class LiveRecorder(TurnsMixin, anywidget.AnyWidget):
             self.transcript, self.answer = event.text, ""
             self._show("answering", "thinking")
             shown = Streamed(lambda text: setattr(self, "answer", text))
-            speaker = self._new_speaker() if self.speak and self._front else None
+            speaker = self._new_speaker()
             turn = self.session.ask_text(
                 event.text, audio=event.audio, stt_backend=BACKEND, stt_s=event.stt_s,
                 transcript_id=f"{event.session_id or 'live'}:{event.turn_order}",
-                on_token=shown if speaker is None else _both(shown, speaker.feed))
+                on_token=shown if speaker is None else both(shown, speaker.feed))
             self.answer = turn.answer or ""
             if speaker is not None:
                 self._show("speaking", "reading the answer aloud")
@@ -180,65 +169,3 @@ class LiveRecorder(TurnsMixin, anywidget.AnyWidget):
 
     def _show(self, state: str, status: str) -> None:
         self.state, self.status = state, status
-
-    # -- reading answers aloud --------------------------------------------------------------
-
-    def _new_speaker(self) -> Any:
-        from .._talkback import Speaker
-
-        self._answer_id += 1
-        answer = self._answer_id
-        speaker = Speaker(
-            lambda seq, wav: self.send({"type": "say", "answer": answer, "seq": seq},
-                                       buffers=[wav]),
-            on_all_sent=lambda count: self.send({"type": "said", "answer": answer,
-                                             "count": count}),
-            backend=self.voice, settings=self.session.settings)
-        self._speaker = speaker
-        return speaker
-
-    def _spoken(self, turn: Any, speaker: Any, spoken_at: float) -> Any:
-        """Wait until the answer was read out (or spoken over), then record how."""
-        speaker.finish()
-        spoken = speaker.result(timeout=PLAYER_TIMEOUT_S)
-        self._speaker = None
-        first = spoken.first_audio_at - spoken_at if spoken.first_audio_at else None
-        return self.session.record_speech(
-            turn.turn, spoken_chars=spoken.spoken_chars, interrupted=spoken.interrupted,
-            tts_model=spoken.tts_model, tts_ttfb_s=spoken.tts_ttfb_s, first_audio_s=first)
-
-    def _on_speech_started(self, _start_s: float) -> None:
-        """The person started speaking: if an answer is being read aloud, stop it."""
-        speaker = self._speaker
-        if speaker is not None:
-            self._barge_at = time.monotonic()
-            speaker.cancel()
-            self.send({"type": "hush", "answer": self._answer_id})
-
-    def _from_player(self, kind: str, content: dict[str, Any]) -> None:
-        speaker = self._speaker
-        if speaker is None or content.get("answer") != self._answer_id:
-            return  # about an answer already recorded
-        if kind == "playing":
-            speaker.playing(int(content.get("seq") or 0))
-        elif kind == "ended":
-            speaker.ended()
-        else:  # hushed: by the kernel (above), or by the page hearing the person
-            if content.get("reason") == "voice":
-                speaker.cancel()
-            if self._barge_at is not None:
-                self.barge_stops.append(time.monotonic() - self._barge_at)
-                self._barge_at = None
-            speaker.hushed({int(k): float(v) for k, v in (content.get("played") or {}).items()})
-
-
-#: how long a turn waits for the browser to say its answer was played (no browser attached:
-#: the sentences sent count as heard)
-PLAYER_TIMEOUT_S = 120.0
-
-
-def _both(first: Any, second: Any) -> Any:
-    def both(piece: str) -> None:
-        first(piece)
-        second(piece)
-    return both

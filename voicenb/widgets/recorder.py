@@ -15,6 +15,7 @@ for long recordings); only our own button shows, and nothing is played back.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ import traitlets
 
 from .._errors import AudioError, VoicenbError
 from ..audio import Audio, pcm_is_silent, pcm_to_wav
+from ._speaking import SpeaksMixin, both
 from ._worker import Streamed, Worker
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,7 +90,7 @@ class _Recording:
     live: Any = None
 
 
-class Recorder(TurnsMixin, anywidget.AnyWidget):
+class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
     """The recorder widget of a :class:`~voicenb.Session` (use ``session.recorder()``).
 
     Recordings made while a turn runs wait in order. ``submit(audio)`` queues audio from
@@ -97,7 +99,7 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
     ``end()`` do what the page does while you press Record, speak and press Stop.
     """
 
-    _esm = bundle("capture.js", "turns.js", "recorder.js")
+    _esm = bundle("capture.js", "speaker.js", "turns.js", "recorder.js")
     state = traitlets.Unicode("idle").tag(sync=True)
     status = traitlets.Unicode(STATUS_TEXT["idle"]).tag(sync=True)
     transcript = traitlets.Unicode("").tag(sync=True)
@@ -109,8 +111,10 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
     kernel_mic = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, session: Session, *, show_turns: int = 5, capture: bool = True,
-                 idle_timeout: float = 60.0, **kwargs: Any) -> None:
+                 idle_timeout: float = 60.0, speak: bool | str = False,
+                 **kwargs: Any) -> None:
         super().__init__(capture=capture, **kwargs)
+        self._init_speaking(speak)
         self.session = session
         self.show_turns = show_turns
         self._pcm: bytearray | None = None  # the recording in progress
@@ -158,6 +162,7 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
             old.abort()
         if live is None:  # no upload while speaking: at least open the connection now
             threading.Thread(target=self.session.warm, daemon=True).start()
+        self.hush()  # Record pressed while an answer is read aloud: the person speaks over it
         self._set("recording")
 
     def feed(self, pcm: bytes) -> None:
@@ -227,6 +232,8 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
             self.end()
         elif kind == "error":
             self._no_microphone(str(content.get("message")), bool(content.get("local")))
+        else:
+            self._speaking_message(kind, content)
 
     def _no_microphone(self, why: str, local: bool) -> None:
         """The page cannot record: say why, and offer this machine's microphone when the
@@ -259,10 +266,16 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
                 self.transcript = self.session.turn(turn).transcript or ""
             self._set(status, turn=turn)
 
+        shown = Streamed(lambda text: setattr(self, "answer", text))
+        speaker = self._new_speaker()
         try:
+            spoken_at = time.monotonic()  # Stop was pressed: the end of the question
             turn = self.session.ask_audio(
-                audio, on_status=on_status, live=live,
-                on_token=Streamed(lambda text: setattr(self, "answer", text)))
+                audio, on_status=on_status, live=live, speak=False if speaker else None,
+                on_token=shown if speaker is None else both(shown, speaker.feed))
+            if speaker is not None:
+                self._set("speaking", "reading the answer aloud", turn=turn.turn)
+                turn = self._spoken(turn, speaker, spoken_at)
         except VoicenbError as exc:
             self._set("error", str(exc))
             return None
@@ -270,6 +283,9 @@ class Recorder(TurnsMixin, anywidget.AnyWidget):
             self._set("error", f"{type(exc).__name__}: {exc}")
             return None
         finally:
+            if speaker is not None and self._speaker is speaker:  # the turn failed
+                speaker.cancel()
+                self._speaker = None
             self._show_turns()
         self.transcript, self.answer = turn.transcript or "", turn.answer or ""
         self._set("ok", f"turn {turn.turn}: done, {turn.total_s:.1f} s in all")

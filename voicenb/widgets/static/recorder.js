@@ -28,7 +28,17 @@ function render({ model, el }) {
   transcript.style.marginTop = answer.style.marginTop = "0.4em";
   const turns = document.createElement("div");
   turns.style.marginTop = "0.6em";
-  el.append(row, transcript, answer, turns);
+  const voice = document.createElement("div");
+  voice.className = "voicenb-voice";
+  voice.style.color = "#777";
+  el.append(row, transcript, answer, voice, turns);
+  // With speak=True the answer is read aloud here as it streams (speaker.js); pressing
+  // Record again stops it.
+  const speaker = model.get("speak") ? createSpeaker(model, { onChange: () => show() }) : null;
+  const SAYING = { waiting: "preparing the spoken answer...",
+                   playing: "speaking: press Record to interrupt",
+                   hushed: "stopped: you spoke over the answer",
+                   blocked: "press Record once to let this page play the answer" };
 
   let local = null, since = performance.now(), shown = "";
 
@@ -59,6 +69,8 @@ function render({ model, el }) {
     labelled(transcript, "You: ", model.get("transcript"));
     labelled(answer, "GPT: ", model.get("answer"));
     renderTurns(turns, model);
+    voice.textContent = speaker ? SAYING[speaker.state] || "" : "";
+    voice.dataset.state = speaker ? speaker.state : "off";
     paint();
   }
   for (const name of ["status", "state", "transcript", "answer", "turns", "capture", "kernel_mic"]) {
@@ -92,12 +104,22 @@ function render({ model, el }) {
 
   button.onclick = () => {
     if (mic.starting) return;
+    if (speaker && !mic.on()) {
+      speaker.unlock(); // the click is the gesture that lets the page make sound
+      // a new question speaks over the answer being read
+      if (speaker.state === "playing" || speaker.state === "waiting") speaker.hush();
+    }
     if (model.get("kernel_mic")) toggleKernelMic();
     else if (mic.on()) stop();
     else mic.start();
   };
   show();
-  return () => { clearInterval(ticker); if (mic.on()) stop(); };
+  model.send({ type: "front" }); // answers can be played here
+  return () => {
+    clearInterval(ticker);
+    if (mic.on()) stop();
+    if (speaker) speaker.close();
+  };
 }
 
 export default { render };

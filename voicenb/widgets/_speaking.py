@@ -1,0 +1,105 @@
+"""Reading answers aloud in the page, for the live widget and the recorder (private).
+
+The kernel side of ``static/speaker.js``: a :class:`~voicenb._talkback.Speaker` per answer
+sends each sentence's WAV as it is synthesised (``say``, then ``said`` with the count); the
+page answers ``playing`` (a sentence started), ``ended`` or ``hushed`` (stopped, with the
+seconds of each sentence played). :meth:`SpeaksMixin.hush` stops the answer being read (the
+person started speaking); the turn is then recorded ``barged_in`` with what was heard.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import traitlets
+
+#: how long a turn waits for the page to say its answer was played
+PLAYER_TIMEOUT_S = 120.0
+
+
+class SpeaksMixin(traitlets.HasTraits):
+    """For an anywidget whose page bundles speaker.js and sends ``front`` when shown."""
+
+    #: read answers aloud in the page (set at creation)
+    speak = traitlets.Bool(False).tag(sync=True)
+
+    def _init_speaking(self, speak: bool | str) -> None:
+        self.speak = bool(speak)
+        #: the speech backend ("espeak", "openai"...; None: Settings.tts)
+        self.voice = speak if isinstance(speak, str) else None
+        self._front = False  # no page has shown the widget yet: nothing could be played
+        self._speaker: Any = None  # the answer being read aloud now, and its id
+        self._answer_id = 0
+        self._barge_at: float | None = None
+        #: seconds from the person starting to speak over an answer to its playback stopped
+        self.barge_stops: list[float] = []
+
+    def _speaking_message(self, kind: str | None, content: dict[str, Any]) -> bool:
+        """Handle a message of the page's player; False when it is not one."""
+        if kind == "front":
+            self._front = True  # a page shows the widget: it can play answers
+        elif kind in ("playing", "ended", "hushed"):
+            self._from_player(kind, content)
+        else:
+            return False
+        return True
+
+    def _new_speaker(self) -> Any:
+        """A Speaker for the next answer, or None when answers are not read aloud here."""
+        from .._talkback import Speaker
+
+        if not (self.speak and self._front):
+            return None
+        self._answer_id += 1
+        answer = self._answer_id
+        speaker = Speaker(
+            lambda seq, wav: self.send({"type": "say", "answer": answer, "seq": seq},
+                                       buffers=[wav]),
+            on_all_sent=lambda count: self.send({"type": "said", "answer": answer,
+                                                 "count": count}),
+            backend=self.voice, settings=self.session.settings)
+        self._speaker = speaker
+        return speaker
+
+    def _spoken(self, turn: Any, speaker: Any, spoken_at: float) -> Any:
+        """Wait until the answer was read out (or spoken over), then record how.
+        ``spoken_at``: the end of the person's speech, on the monotonic clock."""
+        speaker.finish()
+        spoken = speaker.result(timeout=PLAYER_TIMEOUT_S)
+        self._speaker = None
+        first = spoken.first_audio_at - spoken_at if spoken.first_audio_at else None
+        return self.session.record_speech(
+            turn.turn, spoken_chars=spoken.spoken_chars, interrupted=spoken.interrupted,
+            tts_model=spoken.tts_model, tts_ttfb_s=spoken.tts_ttfb_s, first_audio_s=first)
+
+    def hush(self) -> None:
+        """The person started speaking: if an answer is being read aloud, stop it."""
+        speaker = self._speaker
+        if speaker is not None:
+            self._barge_at = time.monotonic()
+            speaker.cancel()
+            self.send({"type": "hush", "answer": self._answer_id})
+
+    def _from_player(self, kind: str, content: dict[str, Any]) -> None:
+        speaker = self._speaker
+        if speaker is None or content.get("answer") != self._answer_id:
+            return  # about an answer already recorded
+        if kind == "playing":
+            speaker.playing(int(content.get("seq") or 0))
+        elif kind == "ended":
+            speaker.ended()
+        else:  # hushed: by the kernel (hush), or by the page hearing the person
+            speaker.cancel()
+            if self._barge_at is not None:
+                self.barge_stops.append(time.monotonic() - self._barge_at)
+                self._barge_at = None
+            speaker.hushed({int(k): float(v) for k, v in (content.get("played") or {}).items()})
+
+
+def both(first: Any, second: Any) -> Any:
+    """One on_token callback that calls two."""
+    def call(piece: str) -> None:
+        first(piece)
+        second(piece)
+    return call
