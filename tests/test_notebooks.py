@@ -126,3 +126,28 @@ def test_compare_runs_every_variant_and_labels_simulated_figures(workdir):
     assert df.loc[df["variant"] == "aai + mini", "wer"].mean() > 0  # the simulator misheard
     assert "simulated" in text and "image/png" in text and "<audio" in text
     assert "compare.parquet (60, " in text
+
+
+def test_live_asks_a_sample_when_headless_and_says_why_no_voice_table(workdir):
+    nb, _ = _run(workdir / "live.ipynb", workdir)
+    text = _text(nb)
+    assert "asking a sample question instead" in text
+    assert "No answer was read aloud" in text  # no page to play it: no voice-to-voice table
+    assert "image/png" in text  # the latency plot
+    import voicenb as vnb
+
+    df = vnb.load_history(workdir / "voicenb-data", session="live")
+    assert df["status"].tolist() == ["ok"]
+    assert df["stt_backend"].tolist() == ["assemblyai-streaming"]
+    assert df["first_token_s"].notna().all() and df["first_audio_s"].isna().all()
+
+
+def test_live_run_all_in_a_browser_waits_for_you_to_talk(workdir, monkeypatch):
+    monkeypatch.setenv("JPY_SESSION_NAME", str(workdir / "live.ipynb"))
+    nb, _ = _run(workdir / "live.ipynb", workdir)
+    text = _text(nb)
+    assert "Press Start listening and ask a question first." in text
+    assert "asking a sample question" not in text and "Traceback" not in text
+    import voicenb as vnb
+
+    assert vnb.load_history(workdir / "voicenb-data", session="live").empty

@@ -496,7 +496,7 @@ def summary(df: pd.DataFrame) -> Summary:
                           df["completion_tokens"].astype("float64").mean()],
     }, index=["prompt_tokens", "completion_tokens"])
     cost = df["cost_usd"].astype("float64")
-    spent = pd.Series({"total": cost.sum(), "mean per turn": cost.mean(),
+    spent = pd.Series({"total": cost.sum(min_count=1), "mean per turn": cost.mean(),
                        "turns priced": float(cost.notna().sum())}, name="cost_usd")
     return Summary(latency, by_status, tokens, len(df), spent, _voice(df))
 

@@ -61,6 +61,14 @@ class TurnsMixin:
     session: Session
     show_turns: int
 
+    @property
+    def headless(self) -> bool:
+        """True when no one can press the widget's button: the notebook runs with no browser
+        attached (nbclient, papermill, nbconvert --execute), or outside a notebook."""
+        from .._frontend import browser_attached
+
+        return not browser_attached()
+
     def _show_turns(self) -> None:
         if self.show_turns <= 0:
             return
@@ -129,14 +137,6 @@ class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
 
     def __repr__(self) -> str:
         return f"Recorder(session={self.session.name!r}, state={self.state!r})"
-
-    @property
-    def headless(self) -> bool:
-        """True when no one can press Record: the notebook runs with no browser attached
-        (nbclient, papermill, nbconvert --execute), or outside a notebook."""
-        from .._frontend import browser_attached
-
-        return not browser_attached()
 
     # -- input --------------------------------------------------------------------------------
 
