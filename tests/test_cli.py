@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import voicenb as vnb
 from voicenb.sim.__main__ import env_from_line
 
 
@@ -127,3 +128,13 @@ def test_help_is_plain_text_and_every_option_is_described():
         options = text.split("options:")[1].strip().splitlines()
         described = [line for line in options if line.strip().startswith("-")]
         assert all(len(line.split("  ")) > 1 for line in described if "=" not in line), text
+
+
+def test_history_shows_a_turn_spoken_over(sim, tmp_path):
+    session = vnb.Session("talk", home=str(tmp_path))
+    turn = session.ask_text("Tell me about the moon.")
+    session.record_speech(turn.turn, spoken_chars=10, interrupted=True)
+    out = subprocess.run([sys.executable, "-m", "voicenb.cli", "history", "--home",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "barged_in" in out.stdout and "Tell me about the moon. -> " in out.stdout

@@ -128,3 +128,10 @@ def test_a_spoken_answer_is_recorded_as_heard(sim, samples, tmp_path, barge_afte
         assert turn.status == "barged_in" and 0 < turn.spoken_chars < len(turn.answer)
         assert "hush" in player.seen and len(live.barge_stops) == 1
         assert live.session.chat.history[-1][1] == turn.answer[:turn.spoken_chars]
+
+
+def test_an_unknown_speech_backend_is_said_when_the_widget_is_made(sim, tmp_path):
+    with pytest.raises(vnb.ConfigError, match="Unknown speech backend 'espek'"):
+        vnb.Session("s", home=str(tmp_path)).live(speak="espek")
+    with pytest.raises(vnb.ConfigError, match="Unknown speech backend"):
+        vnb.Session("s", home=str(tmp_path)).recorder(speak="espek")

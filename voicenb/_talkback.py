@@ -209,6 +209,7 @@ class Speaker:
         self._ttfb: float | None = None
         self._first_audio_at: float | None = None
         self._last_playing: int | None = None
+        self._progress_at = time.monotonic()  # the last sentence sent or player report
         self._ended_upto = 0  # sentences the player said it finished playing
         self._played: dict[int, float] | None = None  # the hushed() report
 
@@ -301,6 +302,7 @@ class Speaker:
                     self._fail(seq, error or "no audio")
                     return
                 self._sent.append(_Sent(chars, speech.seconds))
+                self._progress_at = time.monotonic()
                 if seq == 0:
                     self._ttfb = speech.ttfb_s
             try:
@@ -323,6 +325,7 @@ class Speaker:
     def playing(self, seq: int) -> None:
         """The player started sentence ``seq`` (now)."""
         with self._cond:
+            self._progress_at = time.monotonic()
             if self._first_audio_at is None:
                 self._first_audio_at = time.monotonic()
             if isinstance(seq, int) and 0 <= seq < len(self._sent):
@@ -400,18 +403,29 @@ class Speaker:
         synthesis_over = self._stopped or self._synthesised_all()
         return synthesis_over and self._ended_upto >= len(self._sent)
 
-    def result(self, timeout: float | None = None) -> Spoken:
+    def result(self, timeout: float | None = None, *, idle: float | None = None) -> Spoken:
         """Wait until playback ended or was hushed (or, with nothing to play, synthesis is
-        done), then say what was said. After ``timeout`` seconds (a player that never
-        reports: no browser) the sentences sent count as spoken."""
+        done), then say what was said. Give up after ``timeout`` seconds, or once the player
+        has been silent ``idle`` seconds longer than the audio it still had to play (a page
+        closed, or a kernel too busy to hear it); then only the sentences it reported
+        starting count as spoken."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._done():
-                left = None if deadline is None else deadline - time.monotonic()
+                ends = [d for d in (deadline, self._quiet_deadline(idle)) if d is not None]
+                left = min(ends) - time.monotonic() if ends else None
                 if left is not None and left <= 0:
                     break
-                self._cond.wait(left)
+                self._cond.wait(min(left, 0.5) if left is not None else None)
             return self._spoken()
+
+    def _quiet_deadline(self, idle: float | None) -> float | None:
+        """When the player's silence stops being explained by audio still playing."""
+        if idle is None:
+            return None
+        first = self._last_playing or 0
+        pending = sum(sent.seconds for sent in self._sent[first:])
+        return self._progress_at + pending + idle
 
     def _spoken(self) -> Spoken:
         text = "".join(self._text)
@@ -419,8 +433,9 @@ class Speaker:
             chars = sum(self._heard(seq, sent) for seq, sent in enumerate(self._sent))
         elif self._played_through() and self._sent:
             chars = len(text)  # trailing blanks and markup included: all of it was heard
-        else:
-            chars = sum(sent.chars for sent in self._sent)
+        else:  # the player went quiet: what it said it started
+            started = 0 if self._last_playing is None else self._last_playing + 1
+            chars = sum(sent.chars for sent in self._sent[:started])
         return Spoken(text=text, spoken_chars=min(chars, len(text)),
                       interrupted=self._barged and not self._played_through(),
                       tts_model=self._model_name if self._tried else None,

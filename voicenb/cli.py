@@ -174,13 +174,15 @@ def _history_line(row: Any, width: int = 100) -> str:
     """One turn on one line: when, status, seconds, and what was said (or the error)."""
     import pandas as pd
 
+    from .history import ANSWERED
+
     when = "" if pd.isna(row.started_at) else row.started_at.strftime("%Y-%m-%d %H:%M:%S")
     seconds = "" if pd.isna(row.total_s) else f"{row.total_s:.1f}s"
     head = f"{row.session} #{row.turn}  {when}  {row.status:<5} {seconds:>6}  "
-    if row.status == "ok":
+    if row.status in ANSWERED:
         said = f"{row.transcript} -> {row.answer}"
     else:
-        said = f"{row.error or ''}"
+        said = "" if pd.isna(row.error) else str(row.error)
     said = " ".join(str(said).split())
     room = max(20, width - len(head))
     return head + (said if len(said) <= room else said[:room - 1] + "\u2026")

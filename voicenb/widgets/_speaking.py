@@ -14,8 +14,9 @@ from typing import Any
 
 import traitlets
 
-#: how long a turn waits for the page to say its answer was played
-PLAYER_TIMEOUT_S = 120.0
+#: how long a turn waits for the page beyond the audio it still has to play (a page closed,
+#: or a kernel busy running a cell, which hears no message from the page until it is done)
+PLAYER_IDLE_S = 10.0
 
 
 class SpeaksMixin(traitlets.HasTraits):
@@ -25,9 +26,14 @@ class SpeaksMixin(traitlets.HasTraits):
     speak = traitlets.Bool(False).tag(sync=True)
 
     def _init_speaking(self, speak: bool | str) -> None:
+        from .._config import resolve
+        from ..tts import backend_for
+
         self.speak = bool(speak)
         #: the speech backend ("espeak", "openai"...; None: Settings.tts)
         self.voice = speak if isinstance(speak, str) else None
+        if speak:  # an unknown backend is said now, not at the first answer
+            backend_for(resolve(self.session.settings, tts=self.voice))
         self._front = False  # no page has shown the widget yet: nothing could be played
         self._speaker: Any = None  # the answer being read aloud now, and its id
         self._answer_id = 0
@@ -39,6 +45,10 @@ class SpeaksMixin(traitlets.HasTraits):
         """Handle a message of the page's player; False when it is not one."""
         if kind == "front":
             self._front = True  # a page shows the widget: it can play answers
+        elif kind == "closed":
+            # the page is gone: the next answers are not read, and this one's wait ends
+            # once the audio it had to play is over (what it started counts as heard)
+            self._front = False
         elif kind in ("playing", "ended", "hushed"):
             self._from_player(kind, content)
         else:
@@ -66,8 +76,9 @@ class SpeaksMixin(traitlets.HasTraits):
         """Wait until the answer was read out (or spoken over), then record how.
         ``spoken_at``: the end of the person's speech, on the monotonic clock."""
         speaker.finish()
-        spoken = speaker.result(timeout=PLAYER_TIMEOUT_S)
+        spoken = speaker.result(idle=PLAYER_IDLE_S)
         self._speaker = None
+        self._barge_at = None
         first = spoken.first_audio_at - spoken_at if spoken.first_audio_at else None
         return self.session.record_speech(
             turn.turn, spoken_chars=spoken.spoken_chars, interrupted=spoken.interrupted,
@@ -94,7 +105,8 @@ class SpeaksMixin(traitlets.HasTraits):
             if self._barge_at is not None:
                 self.barge_stops.append(time.monotonic() - self._barge_at)
                 self._barge_at = None
-            speaker.hushed({int(k): float(v) for k, v in (content.get("played") or {}).items()})
+            played = content.get("played")
+            speaker.hushed(played if isinstance(played, dict) else {})
 
 
 def both(first: Any, second: Any) -> Any:

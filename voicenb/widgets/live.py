@@ -49,8 +49,8 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
     def __init__(self, session: Session, *, show_turns: int = 5, idle_timeout: float = 60.0,
                  speak: bool | str = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._init_speaking(speak)
         self.session = session
+        self._init_speaking(speak)
         self.show_turns = show_turns
         self._heard = 0  # final turns heard in the current stream
         self._rt: Any = None
@@ -165,6 +165,9 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         except Exception as exc:  # keep the widget alive; say what broke
             self._show("error", f"{type(exc).__name__}: {exc}")
         finally:
+            speaker, self._speaker = self._speaker, None
+            if speaker is not None:  # the turn failed before its answer was read out
+                speaker.cancel()
             self._show_turns()
 
     def _show(self, state: str, status: str) -> None:

@@ -96,6 +96,8 @@ class _Recording:
 
     wav: bytes
     live: Any = None
+    #: when Stop was pressed (monotonic): where the voice-to-voice time of its answer starts
+    stopped_at: float | None = None
 
 
 class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
@@ -122,8 +124,8 @@ class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
                  idle_timeout: float = 60.0, speak: bool | str = False,
                  **kwargs: Any) -> None:
         super().__init__(capture=capture, **kwargs)
-        self._init_speaking(speak)
         self.session = session
+        self._init_speaking(speak)
         self.show_turns = show_turns
         self._pcm: bytearray | None = None  # the recording in progress
         self._live: Any = None  # its upload to the Sync API while it is recorded, if any
@@ -198,7 +200,7 @@ class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
                                 "microphone is on and not muted, then record again")
             return False
         self._set("started")
-        self.submit(_Recording(pcm_to_wav(bytes(pcm), RATE), live))
+        self.submit(_Recording(pcm_to_wav(bytes(pcm), RATE), live, time.monotonic()))
         return True
 
     def close(self) -> None:
@@ -257,9 +259,9 @@ class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
 
     def _run_turn(self, audio: Any) -> Turn | None:
         self.transcript = self.answer = ""
-        live = None
+        live, spoken_at = None, time.monotonic()
         if isinstance(audio, _Recording):
-            audio, live = audio.wav, audio.live
+            audio, live, spoken_at = audio.wav, audio.live, audio.stopped_at or spoken_at
 
         def on_status(turn: int, status: str) -> None:
             if status == "answering":
@@ -267,9 +269,9 @@ class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
             self._set(status, turn=turn)
 
         shown = Streamed(lambda text: setattr(self, "answer", text))
-        speaker = self._new_speaker()
+        speaker = None
         try:
-            spoken_at = time.monotonic()  # Stop was pressed: the end of the question
+            speaker = self._new_speaker()
             turn = self.session.ask_audio(
                 audio, on_status=on_status, live=live, speak=False if speaker else None,
                 on_token=shown if speaker is None else both(shown, speaker.feed))

@@ -105,9 +105,9 @@ function render({ model, el }) {
   button.onclick = () => {
     if (mic.starting) return;
     if (speaker && !mic.on()) {
+      // a new question speaks over the answer being read (or waiting for this click)
+      if (["playing", "waiting", "blocked"].includes(speaker.state)) speaker.hush();
       speaker.unlock(); // the click is the gesture that lets the page make sound
-      // a new question speaks over the answer being read
-      if (speaker.state === "playing" || speaker.state === "waiting") speaker.hush();
     }
     if (model.get("kernel_mic")) toggleKernelMic();
     else if (mic.on()) stop();

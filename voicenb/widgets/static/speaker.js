@@ -317,6 +317,8 @@ function createSpeaker(model, { onChange = () => {}, voiceRms = VOICE_RMS } = {}
 
   speaker.close = () => {
     model.off("msg:custom", onMessage);
+    // Not a barge-in: the kernel stops waiting for this view and counts what it started.
+    send({ type: "closed", answer: current ? current.id : null });
     if (current && current.info.status === "speaking") stop(current, "closed", true);
     if (ctx) ctx.close();
     ctx = null;
