@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from . import (batch, experiment, history_load, llm_overhead, sync_api, turn_overhead,
-               upload_memory)
+from . import (batch, experiment, history_load, llm_overhead, sync_api, talkback,
+               turn_overhead, upload_memory)
 from ._common import machine
 
 
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         print(sync_api.report(sync_api.run(n=2, fixed=0.3)))
         print()
         print(experiment.report(experiment.run(quick=True)))
+        print()
+        print(talkback.quick())  # real Chromium: two questions, ~30 s
     else:
         print(batch.report(batch.run(n=100, scenario="paid")))
         print()
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         print(sync_api.report(sync_api.run()))
         print()
         print(experiment.report(experiment.run()))
+        print()
+        talkback.main([])
 
 
 if __name__ == "__main__":

@@ -27,8 +27,11 @@ def fill(store: vnb.HistoryStore, n: int) -> None:
              "What is the capital of France?", "Paris is the capital of France. " * 4, 0.3,
              1.2, 42, 31, 3.0, 0.0, 0.0, 0.1, "assemblyai-stt-3-7",
              None if i % 3 else "bench-exp", None if i % 3 else "a + mini",
-             "What is the capital of France?", 0.0, 0.000123, "stt+llm")
+             "What is the capital of France?", 0.0, 0.000123, "stt+llm",
+             1.65, None if i % 3 else 2.1, None if i % 3 else "espeak",
+             None if i % 3 else 0.03, None if i % 3 else 120)
             for i in range(1, n + 1)]
+    assert len(rows[0]) == len(NAMES), "a new history column: give it a value here"
     with store._write() as db:
         db.executemany(f"INSERT INTO turns VALUES ({', '.join('?' * len(NAMES))})", rows)
 

@@ -22,3 +22,6 @@ def test_benchmarks_run_and_print_their_ratios():
     assert "ratio async / sync (time to transcript)" in out.stdout
     assert "ratio experiment / floor" in out.stdout
     assert "ratio sequential / experiment" in out.stdout
+    assert "voice to voice (history first_audio_s" in out.stdout
+    assert "voicenb overhead (voice to voice - the services' delays)" in out.stdout
+    assert "barge-in stop in the page (hushAt -> stoppedAt)" in out.stdout
