@@ -77,6 +77,28 @@ def test_audio_is_sent_no_faster_than_real_time(sim, samples):
     assert rt.terminated and rt.audio_sent_s == pytest.approx(1.98, abs=0.1)
 
 
+def test_a_backlog_is_caught_up_so_the_stream_does_not_trail_the_speaker(sim, samples):
+    """Audio queued at once (a backlog, e.g. what the page captured while the kernel was
+    busy) goes at once, up to AHEAD_S ahead of the session's clock. Paced from its first
+    frame instead, every later word reached the service AHEAD_S after it was spoken."""
+    from voicenb.stt.streaming import AHEAD_S
+
+    pcm = vnb.Audio(samples[0]).pcm16k()
+    backlog = int(AHEAD_S * 16000) * 2
+    rt = RealtimeTranscriber().start()
+    rt.send(pcm[:backlog])
+    for i in range(backlog, len(pcm) - 3200, 3200):  # then 100 ms at a time, as a mic gives it
+        time.sleep(0.1)
+        rt.send(pcm[i:i + 3200])
+    queued_at, queued_s = time.monotonic(), (i + 3200) / 32000
+    while rt.audio_sent_s < queued_s - 1e-6 and time.monotonic() < queued_at + 5:
+        time.sleep(0.005)
+    trailing = time.monotonic() - queued_at
+    rt.close()
+    assert trailing < AHEAD_S / 2, f"the stream trails the speaker by {trailing:.2f} s"
+    assert rt.terminated and sim.streaming.stats["closed_with_error"] == 0
+
+
 def test_terminate_is_sent_when_the_caller_fails_midway(sim, samples):
     with pytest.raises(KeyboardInterrupt):
         with RealtimeTranscriber() as rt:

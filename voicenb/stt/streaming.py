@@ -53,6 +53,10 @@ _WS_LOG.setLevel(logging.INFO)
 BACKEND = "assemblyai-streaming"
 #: the longest stretch of sent audio kept for a turn that has not ended (seconds)
 MAX_TURN_S = 300.0
+#: How far the audio sent may run ahead of the session's clock (seconds since Begin). The
+#: service refuses audio "faster than real time" (3007); the simulator allows 1 s ahead. Half
+#: that lets a backlog queued while the session opened go at once, so the stream never trails.
+AHEAD_S = 0.5
 #: What each family of models takes beyond the common parameters, from AssemblyAI's two
 #: streaming specs (usm-streaming and usm-streaming-u3-pro): at connect time, and in an
 #: ``UpdateConfiguration`` message.
@@ -321,6 +325,7 @@ class RealtimeTranscriber:
         self._flush = True  # False: a caller failed, Terminate without sending the rest
         self._threads: list[threading.Thread] = []
         self._done = threading.Event()
+        self._begun = 0.0
 
     def __repr__(self) -> str:
         return f"RealtimeTranscriber(url={self.url.split('?')[0]!r}, session={self.session_id!r})"
@@ -458,6 +463,7 @@ class RealtimeTranscriber:
                 pass
             raise self._closed(error)
         self.session_id = data.get("id")
+        self._begun = time.monotonic()  # the session's clock, for pacing
         if self.on_begin:
             self.on_begin(self.session_id)
 
@@ -503,11 +509,10 @@ class RealtimeTranscriber:
             self._outbox.put(None)  # the sender stops waiting for audio
 
     def _send(self) -> None:
-        """Re-chunk queued PCM into frames, never ahead of real time; end with Terminate."""
+        """Re-chunk queued PCM into frames, never far ahead of real time; end with Terminate."""
         from websockets.exceptions import ConnectionClosed
 
         buffer = bytearray()
-        start: float | None = None
         try:
             while True:
                 item = self._outbox.get()
@@ -520,40 +525,40 @@ class RealtimeTranscriber:
                 if isinstance(item, str):
                     # A control message goes after the audio queued before it: the odd bytes
                     # short of a frame go first (padded to the 50 ms a frame needs).
-                    start = self._send_rest(buffer, start)
+                    self._send_rest(buffer)
                     self._ws.send(item)
                     continue
                 buffer += item
-                start = self._send_frames(buffer, start, closing=False)
+                self._send_frames(buffer, closing=False)
             if self._flush:
-                self._send_rest(buffer, start)
+                self._send_rest(buffer)
             self._ws.send(json.dumps({"type": "Terminate"}))
         except ConnectionClosed:
             pass  # the reader reports why
 
-    def _send_rest(self, buffer: bytearray, start: float | None) -> float | None:
+    def _send_rest(self, buffer: bytearray) -> None:
         if not buffer:
-            return start
+            return
         minimum = self.sample_rate * 2 * 50 // 1000  # a frame must hold at least 50 ms: pad it
         buffer += b"\0" * max(0, minimum - len(buffer))
-        return self._send_frames(buffer, start, closing=True)
+        self._send_frames(buffer, closing=True)
 
-    def _send_frames(self, buffer: bytearray, start: float | None, *, closing: bool
-                     ) -> float | None:
+    def _send_frames(self, buffer: bytearray, *, closing: bool) -> None:
+        """Send whole frames as soon as the service takes them: the audio sent may run at
+        most :data:`AHEAD_S` ahead of the session's clock. A backlog (audio captured while
+        the session was opening, or while the kernel was busy) is caught up at once instead
+        of trailing the speaker for the rest of the session."""
         while len(buffer) >= self.frame_bytes or (closing and buffer):
             if not self._flush:  # the caller failed: Terminate now, send nothing more
                 buffer.clear()
                 break
             frame = bytes(buffer[: self.frame_bytes])
             del buffer[: self.frame_bytes]
-            now = time.monotonic()
-            start = now if start is None else start
-            wait = self.sent.sent_s - (now - start)  # this frame starts at sent_s
+            wait = self.sent.sent_s - AHEAD_S - (time.monotonic() - self._begun)
             if self.pace and wait > 0:
                 time.sleep(wait)
             self._ws.send(frame)
             self.sent.add(frame, time.monotonic())
-        return start
 
     def _turn(self, data: dict[str, Any]) -> None:
         now = time.monotonic()

@@ -96,11 +96,19 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
     def _open(self) -> None:
         from ..stt.streaming import RealtimeTranscriber
 
-        self.session.chat  # connect to the model now, not after the first turn
         self._heard = 0
         self._rt = RealtimeTranscriber(on_partial=self._on_partial, on_turn=self._on_turn,
                                        on_speech_started=lambda _s: self.hush(),
                                        settings=self.session.settings).start()
+        # The model's client (and its memory) is made while the person speaks: made here it
+        # held up the stream, and every turn after would trail the speaker by as much.
+        threading.Thread(target=self._warm_chat, name="voicenb-live-chat", daemon=True).start()
+
+    def _warm_chat(self) -> None:
+        try:
+            self.session.chat
+        except VoicenbError as exc:  # the turns will fail with it too; say it now
+            self._show("error", str(exc))
 
     def feed(self, pcm: bytes) -> None:
         """Stream 16 kHz mono 16-bit PCM (starting the session if needed)."""
