@@ -324,8 +324,7 @@ class RealtimeTranscriber:
         self._outbox: queue.Queue[bytes | str | None] = queue.Queue()
         self._flush = True  # False: a caller failed, Terminate without sending the rest
         self._threads: list[threading.Thread] = []
-        self._done = threading.Event()
-        self._begun = 0.0
+        self._done, self._begun = threading.Event(), 0.0  # _begun: when Begin came
 
     def __repr__(self) -> str:
         return f"RealtimeTranscriber(url={self.url.split('?')[0]!r}, session={self.session_id!r})"
