@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import voicenb as vnb
+from tests._postgres import postgres_server, postgres_url  # noqa: F401 - a real server
 
 VENDOR_PREFIXES = ("ASSEMBLYAI_", "OPENAI_", "VOICENB_",
                    # a front end's marks: kernels started by the tests are headless

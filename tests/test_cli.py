@@ -101,6 +101,30 @@ def test_history_exports_csv(sim_process, sample, tmp_path):
     assert pd.read_csv(csv)["transcript"].tolist() == ["What is the capital of France?"]
 
 
+def test_ask_and_history_on_a_postgresql_server(sim_process, samples, tmp_path,
+                                                postgres_server, postgres_url):
+    """Two machines' commands (two homes), one server: --history, or VOICENB_HISTORY_URL."""
+    voicenb("ask", str(samples[0]), "--home", str(tmp_path / "a"), "--session", "team",
+            "--history", postgres_url, env=sim_process)
+    voicenb("ask", str(samples[1]), "--home", str(tmp_path / "b"), "--session", "team",
+            env={**sim_process, "VOICENB_HISTORY_URL": postgres_url})
+    out = voicenb("history", "--history", postgres_url, "--home", str(tmp_path / "c"),
+                  env=sim_process)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and "What is the capital of France? -> (simulated" in lines[0]
+    csv = tmp_path / "team.csv"
+    out = voicenb("history", "--history", postgres_url, "--csv", str(csv), env=sim_process)
+    assert out.stdout.strip() == f"wrote 2 turns to {csv}"
+    import pandas as pd
+
+    assert pd.read_csv(csv)["turn"].tolist() == [1, 2]
+    wrong = postgres_url.replace(postgres_url.split(":")[2].split("@")[0], "nope")
+    out = voicenb("history", "--history", wrong, env=sim_process)
+    assert out.returncode == 2 and "password authentication failed" in out.stderr
+    assert postgres_server.password not in out.stdout + out.stderr
+    assert "nope" not in out.stdout + out.stderr
+
+
 def test_history_lines_fit_a_terminal_and_show_the_error(sim_process, sample, tmp_path):
     home = tmp_path / "home"
     voicenb("ask", str(sample), "missing.wav", "--home", str(home), env=sim_process)

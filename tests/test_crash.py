@@ -1,4 +1,5 @@
-"""Kill -9 in mid-turn, resume in a new process; two processes writing one store at once."""
+"""Kill -9 in mid-turn, resume in a new process; four processes writing one store at once.
+Each on both engines: a SQLite file, and a real PostgreSQL server (tests/_postgres.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,26 @@ import textwrap
 import time
 
 import pytest
+import sqlalchemy as sa
 
 import voicenb as vnb
+from tests._postgres import sqlalchemy_url
 
 #: about the async API (upload, submit, poll): short clips would take the Sync API
 pytestmark = pytest.mark.usefixtures("async_api")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history(request):
+    """Where the history is: None (the SQLite file in home), or a fresh PostgreSQL database."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+def _env(history) -> dict[str, str]:
+    env = os.environ.copy()
+    if history:
+        env["VOICENB_HISTORY_URL"] = history
+    return env
 
 TURN = textwrap.dedent("""
     import sys, voicenb as vnb
@@ -30,7 +46,15 @@ RESUME = textwrap.dedent("""
 """)
 
 
-def _status(home) -> str | None:
+def _status(home, history=None) -> str | None:
+    if history:
+        engine = sa.create_engine(sqlalchemy_url(history), poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as db:
+                return db.execute(sa.text("SELECT status FROM turns ORDER BY turn DESC "
+                                          "LIMIT 1")).scalar()
+        except sa.exc.SQLAlchemyError:
+            return None  # not created yet
     try:
         db = sqlite3.connect(f"file:{home}/history.sqlite?mode=ro", uri=True, timeout=5)
         row = db.execute("SELECT status FROM turns ORDER BY turn DESC LIMIT 1").fetchone()
@@ -40,12 +64,12 @@ def _status(home) -> str | None:
         return None
 
 
-def _kill_when(home, sample, status: str) -> None:
+def _kill_when(home, sample, status: str, history=None) -> None:
     proc = subprocess.Popen([sys.executable, "-c", TURN, str(home), str(sample)],
-                            env=os.environ.copy())
+                            env=_env(history))
     try:
         deadline = time.monotonic() + 60
-        while _status(home) != status:
+        while _status(home, history) != status:
             assert proc.poll() is None, "the turn finished before it could be killed"
             assert time.monotonic() < deadline, f"never reached {status!r}"
             time.sleep(0.02)
@@ -55,9 +79,9 @@ def _kill_when(home, sample, status: str) -> None:
         proc.wait()
 
 
-def _resume(home) -> list[str]:
+def _resume(home, history=None) -> list[str]:
     out = subprocess.run([sys.executable, "-c", RESUME, str(home)], capture_output=True,
-                         text=True, env=os.environ.copy(), timeout=120)
+                         text=True, env=_env(history), timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 
@@ -67,24 +91,28 @@ def _resume(home) -> list[str]:
     ("transcribing", {"processing_fixed": 3.0}),  # resume re-polls the same transcript
     ("answering", {"ttft": 3.0}),                 # resume only asks the model again
 ])
-def test_sigkill_mid_turn_then_resume_in_a_new_process(tmp_path, sample, stage, knobs):
+def test_sigkill_mid_turn_then_resume_in_a_new_process(tmp_path, sample, stage, knobs,
+                                                       history):
     home = tmp_path / "home"
     with vnb.sim.running(**knobs) as sim:
-        _kill_when(home, sample, stage)
-        assert vnb.load_history(str(home))["status"].tolist() == ["interrupted"]
+        _kill_when(home, sample, stage, history)
+        assert vnb.load_history(str(home), history=history)["status"].tolist() == \
+            ["interrupted"]
         sim.assemblyai.upload_bandwidth = None
         sim.assemblyai.processing_fixed = 0.2
         sim.openai.ttft = 0.05
-        assert _resume(home) == ["ok|What is the capital of France?"]
+        # another machine's home would do as well on a server: the audio is in it
+        assert _resume(home if not history else tmp_path / "elsewhere", history) == \
+            ["ok|What is the capital of France?"]
         assert sim.stats["uploads"] == 1  # completed uploads: never a second one
         assert sim.stats["transcripts"] == 1
-    df = vnb.load_history(str(home))
+    df = vnb.load_history(str(home), history=history)
     assert df["status"].tolist() == ["ok"] and df["answer"].iloc[0].startswith("(simulated")
 
 
 WRITER = textwrap.dedent("""
     import sys, voicenb as vnb
-    store = vnb.HistoryStore(sys.argv[1])
+    store = vnb.HistoryStore(sys.argv[1])  # VOICENB_HISTORY_URL, if set, says where
     for i in range(int(sys.argv[3])):
         n = store.start_turn(sys.argv[2], status="transcribing", audio_path=f"{i}.wav")
         store.update(sys.argv[2], n, status="answering", transcript=f"t{i}",
@@ -94,16 +122,17 @@ WRITER = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("same_session", [False, True])
-def test_two_processes_writing_one_store_lose_nothing(tmp_path, same_session):
+def test_four_processes_writing_one_store_lose_nothing(tmp_path, same_session, history):
     home, n = tmp_path / "home", 500
-    names = ["one", "one"] if same_session else ["one", "two"]
+    names = ["one"] * 4 if same_session else ["one", "two", "three", "four"]
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(home), name, str(n)],
-                              stderr=subprocess.PIPE, text=True) for name in names]
+                              stderr=subprocess.PIPE, text=True, env=_env(history))
+             for name in names]
     errors = [p.communicate(timeout=240)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], errors
-    assert not any("locked" in e for e in errors)
-    df = vnb.load_history(str(home))
-    assert len(df) == 2 * n
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    assert not any("locked" in e or "deadlock" in e for e in errors)
+    df = vnb.load_history(str(home), history=history)
+    assert len(df) == 4 * n
     assert (df["status"] == "ok").all()
     assert not df.duplicated(["session", "turn"]).any()
 

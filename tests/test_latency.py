@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import voicenb as vnb
-from voicenb.history import NAMES, TOP
+from voicenb.history import NAMES, SCHEMA_VERSION, TOP
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_a_store_written_by_schema_3_code_migrates_in_place_keeping_every_row(tm
     assert df["speech_model"].iloc[0] == "universal-3-5-pro"
     assert df[["experiment", "variant", "reference", "wer", "cost_usd"]].isna().all().all()
     after = sqlite3.connect(home / "history.sqlite")
-    assert after.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert after.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     # every old value is where it was: the old columns come first, in the same order
     assert [r[:len(rows[0])] for r in after.execute("SELECT * FROM turns ORDER BY turn")] == rows
     # and the store takes new turns after the old ones

@@ -36,14 +36,19 @@ def test_the_readme_has_shell_blocks():
 
 
 @pytest.fixture(scope="module")
-def reader(tmp_path_factory):
-    """A folder like a fresh clone's, and the variables a reader with keys has set."""
+def reader(tmp_path_factory, postgres_server):
+    """A folder like a fresh clone's, and the variables a reader with keys has set (and, for
+    the team's server, the libpq ones of psql: a real PostgreSQL server)."""
     where = tmp_path_factory.mktemp("reader")
     for name in ("voicenb", "notebooks", "Makefile", "pyproject.toml"):
         (where / name).symlink_to(ROOT / name)
     shutil.copy(ROOT / "tests" / "data" / "question.wav", where / "question.wav")
+    server = postgres_server
+    team = server.new_database().rsplit("/", 1)[1]
+    libpq = dict(PGHOST=server.host, PGPORT=str(server.port), PGUSER="voicenb",
+                 PGPASSWORD=server.password, PGDATABASE=team)
     with vnb.sim.running() as sim:
-        yield where, sim.env()
+        yield where, {**sim.env(), **libpq}
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])

@@ -197,6 +197,50 @@ def test_no_key_in_what_the_cli_prints_or_writes(canary_sim, tmp_path, samples):
     assert_no_key_in_files(tmp_path)
 
 
+# -- a history on a PostgreSQL server: its password is a secret too -------------------------
+
+
+def test_no_database_password_in_anything_a_shared_history_leaves_behind(
+        canary_sim, tmp_path, samples, postgres_server, postgres_url, debug_logs, capsys):
+    from urllib.parse import quote
+
+    secrets = {postgres_server.password, quote(postgres_server.password, safe="")}
+    wrong = postgres_url.replace(postgres_url.split(":")[2].split("@")[0], "WRONG-pw-x9")
+    home = tmp_path / "home"
+    settings = vnb.Settings(history_url=postgres_url)
+    session = vnb.Session("team", home=str(home), settings=settings)
+    shown = [repr(settings), repr(settings.resolved()), repr(session), repr(session.store),
+             repr(session.ask_audio(samples[0])),
+             repr(session.ask_many(samples[1:], progress=False))]
+    exp = vnb.Experiment("x", audio=samples[:1], home=str(home), history=postgres_url,
+                         variants={"a": {}})
+    shown += [repr(exp), exp.run(progress=False).to_string(), exp.compare().to_string()]
+    df = vnb.load_history(str(home), history=postgres_url)
+    shown += [df.to_string(), df._repr_html_(), repr(vnb.summary(df)),
+              vnb.show(df)._repr_html_()]
+    errors = []
+    for url in (wrong, postgres_url.replace(f":{postgres_server.port}/", ":9/")):
+        with pytest.raises(vnb.VoicenbError) as info:
+            vnb.Session("team", home=str(home), history=url)
+        errors.append(error_texts(info.value))
+    runs = [cli("history", "--history", postgres_url, "--home", str(home)),
+            cli("history", "--history", wrong, "--home", str(home)),
+            cli("ask", str(samples[0]), "--home", str(home), VOICENB_HISTORY_URL=postgres_url)]
+    assert [r.returncode for r in runs] == [0, 2, 0], [r.stderr for r in runs]
+    out = capsys.readouterr()
+    everything = "\n".join(shown + errors + [out.out, out.err] +
+                           [r.stdout + r.stderr for r in runs] +
+                           [r.getMessage() + repr(r.__dict__) for r in debug_logs.records])
+    assert "password authentication failed" in "\n".join(errors)
+    assert not [s for s in secrets | {"WRONG-pw-x9"} if s in everything]
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not [s for s in secrets if s.encode() in data], path
+    # and the history itself: no column of any row holds it
+    assert not [s for s in secrets if s in df.astype(str).to_string()]
+
+
 # -- a notebook ------------------------------------------------------------------------------
 
 

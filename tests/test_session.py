@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 import voicenb as vnb
-from voicenb.history import NAMES
+from voicenb.history import NAMES, SCHEMA_VERSION
 
 #: uploads, transcript ids and resumes are the async API's (short clips take the Sync API
 #: by default: tests/test_sync.py)
@@ -61,7 +63,7 @@ def test_sqlite_table_has_exactly_the_schema(session, sample, home):
     cols = [r[1] for r in db.execute("PRAGMA table_info(turns)")]
     assert tuple(cols) == NAMES
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_turn_records_every_stage(session, sim, sample, home):
@@ -197,8 +199,9 @@ def test_keyboard_interrupt_mid_turn_leaves_it_interrupted_then_resume_finishes(
 def test_a_turn_of_a_dead_process_reads_as_interrupted(session, home, sample):
     store = vnb.HistoryStore(home)
     n = store.start_turn("demo", status="transcribing")
-    store._db.execute("UPDATE turn_state SET owner = ? WHERE turn = ?",
-                      (f"{__import__('socket').gethostname()}:999999:1", n))
+    with store.engine.begin() as db:
+        db.execute(sa.text("UPDATE turn_state SET owner = :owner WHERE turn = :turn"),
+                   dict(owner=f"{socket.gethostname()}:999999:1", turn=n))
     assert session.history.set_index("turn").loc[n, "status"] == "interrupted"
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from ._errors import ConfigError, remember_secret
 
@@ -54,6 +55,7 @@ _ENV = {
     "streaming_model": "VOICENB_STREAMING_MODEL",
     "assemblyai_api": "VOICENB_ASSEMBLYAI_API",
     "prices": "VOICENB_PRICES",
+    "history_url": "VOICENB_HISTORY_URL",
 }
 _SECRET_FIELDS = ("assemblyai_api_key", "openai_api_key")
 
@@ -120,6 +122,9 @@ class Settings:
     #: price overrides for turn costs (see voicenb.pricing): a JSON or TOML file, or a dict
     #: shaped like the shipped table; unset: the prices that ship with voicenb
     prices: str | os.PathLike[str] | Mapping[str, Any] | None = None
+    #: where the history is: a SQLite file, or postgresql://user:password@host/db for a
+    #: server a team shares; unset: <home>/history.sqlite
+    history_url: str | os.PathLike[str] | None = None
     #: seconds to connect, and to wait for each response
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -134,6 +139,10 @@ class Settings:
     def __post_init__(self) -> None:
         for name in _SECRET_FIELDS:
             remember_secret(getattr(self, name))
+        if self.history_url is not None:
+            password = urlsplit(os.fspath(self.history_url)).password
+            for secret in (password, password and unquote(password)):
+                remember_secret(secret)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied; ``None`` values are ignored."""
@@ -201,10 +210,22 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS and value is not None:
                 shown = "'<set>'"
+            elif f.name == "history_url" and value is not None:
+                shown = repr(_masked_url(value))
             else:
                 shown = repr(value)
             parts.append(f"{f.name}={shown}")
         return f"Settings({', '.join(parts)})"
+
+
+def _masked_url(url: str | os.PathLike[str]) -> str:
+    """A URL with its password replaced by ``***``."""
+    text = os.fspath(url)
+    parts = urlsplit(text)
+    if not parts.password:
+        return text
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
 
 
 def resolve(settings: Settings | None = None, **explicit: Any) -> Settings:

@@ -375,7 +375,7 @@ class Runner:
     def _stale(self, v: Variant, clip: Clip, row: dict[str, Any]) -> bool:
         """A row of this process in a stage that no run here is working on."""
         with _RUNNING_LOCK:
-            running = (str(self.store.home), v.session, clip.index + 1) in _RUNNING
+            running = (self.store.key, v.session, clip.index + 1) in _RUNNING
         return row.get("owner") == owner_id() and not running
 
     def _refresh_reference(self, v: Variant, clip: Clip, row: dict[str, Any]) -> None:
@@ -394,7 +394,7 @@ class Runner:
         cells = [c for job in jobs for c in job.cells]
         if not cells:
             return 0
-        keys = {(str(self.store.home), c.variant.session, c.turn) for c in cells}
+        keys = {(self.store.key, c.variant.session, c.turn) for c in cells}
         self.pending = {id(c) for c in cells}
         self.bar = tqdm(total=len(cells), desc=self.name, unit="turn",
                         disable=not self.progress)
@@ -450,7 +450,7 @@ class Runner:
         """Claim the job's rows (before any request); False when other processes have
         claimed them all."""
         clip = job.clip
-        saved = clip.audio.save(self.store.audio_dir) if clip.audio is not None else None
+        saved = self.store.save_audio(clip.audio) if clip.audio is not None else None
         job.error = clip.error
         if job.error is None:
             try:
@@ -485,7 +485,7 @@ class Runner:
         if not self.store.claim(v.session, cell.turn, cell.seen, **fields):
             return False  # another process took this pair up first
         with _RUNNING_LOCK:
-            _RUNNING.add((str(self.store.home), v.session, cell.turn))
+            _RUNNING.add((self.store.key, v.session, cell.turn))
         cell.ready = time.monotonic()
         cell.t0 = cell.ready - ((job.transcript.stt_s or 0.0) if job.transcript else 0.0)
         return True

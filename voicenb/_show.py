@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -144,8 +143,10 @@ def _variant_cell(row: pd.Series) -> str:
 
 def _player(row: pd.Series) -> str:
     path = _get(row, "audio_path")
-    file = Path(path) if path else None
-    if file is None or not file.is_file():
+    from ._store import fetch_missing
+
+    file = fetch_missing(path) if path else None  # a shared history's audio is fetched
+    if file is None:
         return "<span class='vnb-meta'>no audio</span>"
     data = base64.b64encode(file.read_bytes()).decode("ascii")
     mime = _MIME.get(file.suffix.lower(), "audio/wav")

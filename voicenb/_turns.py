@@ -160,7 +160,7 @@ class Pipeline:
         self.prompt_template = prompt_template
         self.max_history = max_history
         self.stt_options = stt_options
-        self.store = HistoryStore(settings.home)
+        self.store = HistoryStore(settings.home, settings=settings)
         self._chat: Chat | None = None
         from .pricing import Prices
 
@@ -218,7 +218,7 @@ class Pipeline:
             if backend is not None:
                 check_size(backend, audio)
             audio_s = audio.duration
-            saved = audio.save(self.store.audio_dir)
+            saved = self.store.save_audio(audio)
         except AudioError as exc:
             number = self.store.start_turn(self.name, status="error", error=str(exc),
                                            audio_path=source_name(item), **base)
@@ -240,7 +240,7 @@ class Pipeline:
                                    status="answering")
         if audio is not None:
             clip = as_audio(audio)
-            saved = clip.save(self.store.audio_dir)
+            saved = self.store.save_audio(clip)
             row.update(audio_path=str(saved.relative_to(self.store.home)),
                        audio_s=clip.duration, audio_sha256=clip.sha256)
         number = self.store.start_turn(self.name, **row)
@@ -267,8 +267,8 @@ class Pipeline:
         return numbers, works
 
     def _work_from_row(self, row: dict[str, Any]) -> Work | None:
-        path = self.store.home / (row["audio_path"] or "")
-        if not row["audio_path"] or not path.is_file():
+        path = self.store.audio_file(row["audio_path"])  # or fetched from a shared store
+        if path is None:
             return None  # the audio never arrived (a missing file): nothing to retry with
         now = time.monotonic()
         work = Work(row["turn"], Audio(path),

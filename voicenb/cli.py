@@ -4,10 +4,12 @@
   voicenb ask FILE... [--session NAME]    a turn per file: transcript, then the answer
   voicenb listen [--input FILE]           real time, turn by turn (microphone or a file)
   voicenb history [--session NAME]        the history (--csv PATH to export it)
+                                          (--history URL: a team's PostgreSQL server)
   voicenb sim                             the local simulators (python -m voicenb.sim)
 
 Data lives in VOICENB_HOME (default ./voicenb-data), the same folder make demo gives the
-notebooks when run from the repository.
+notebooks when run from the repository; the history in its history.sqlite unless --history
+or VOICENB_HISTORY_URL names another (postgresql://user:password@host/db).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def _ask(args: argparse.Namespace) -> int:
     from .session import Session
 
     try:
-        session = Session(args.session, home=args.home)
+        session = Session(args.session, home=args.home, history=args.history)
     except VoicenbError as exc:
         print(f"voicenb: {exc}", file=sys.stderr)
         return 2
@@ -76,7 +78,7 @@ def _listen(args: argparse.Namespace) -> int:
     from .stt.streaming import RealtimeTranscriber
 
     try:
-        session = Session(args.session, home=args.home)
+        session = Session(args.session, home=args.home, history=args.history)
         session.chat  # set up the model client now, not after the first turn
         mic = None if args.input else microphone(args.device)
         if args.input:
@@ -154,7 +156,7 @@ def _history(args: argparse.Namespace) -> int:
     from .history import load_history
 
     try:
-        df = load_history(args.home, args.session)
+        df = load_history(args.home, args.session, history=args.history)
     except VoicenbError as exc:
         print(f"voicenb: {exc}", file=sys.stderr)
         return 2
@@ -195,6 +197,8 @@ def _sim(args: argparse.Namespace) -> int:
 
 
 HOME_HELP = "data folder (default: VOICENB_HOME, else ./voicenb-data)"
+HISTORY_HELP = ("where the history is: a SQLite file or postgresql://user:password@host/db "
+                "(default: VOICENB_HISTORY_URL, else HOME/history.sqlite)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--session", default="default", help="session name (default: default)")
     p.add_argument("--home", default=None, help=HOME_HELP)
+    p.add_argument("--history", metavar="URL", default=None, help=HISTORY_HELP)
     p.add_argument("-q", "--quiet", action="store_true", help="no stage messages")
     p.set_defaults(func=_ask)
     p = sub.add_parser("listen", help="real time: answer each turn as you speak")
@@ -229,10 +234,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=int, default=None, help="microphone device number")
     p.add_argument("--session", default="listen", help="session name (default: listen)")
     p.add_argument("--home", default=None, help=HOME_HELP)
+    p.add_argument("--history", metavar="URL", default=None, help=HISTORY_HELP)
     p.set_defaults(func=_listen)
     p = sub.add_parser("history", help="print the history, or export it with --csv")
     p.add_argument("--session", default=None, help="only this session (default: all)")
     p.add_argument("--home", default=None, help=HOME_HELP)
+    p.add_argument("--history", metavar="URL", default=None, help=HISTORY_HELP)
     p.add_argument("--csv", metavar="PATH", default=None,
                    help="write every column to this CSV file instead of printing")
     p.set_defaults(func=_history)

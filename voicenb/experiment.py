@@ -41,22 +41,24 @@ class Experiment:
     ``{file: text}`` (matched by content, then file name), a list in clip order, or a column
     of the ``audio`` DataFrame. ``variants``: ``{name: dict(stt=, model=, system=,
     prompt_template=, stt_options=)}``; what a variant leaves out comes from ``settings``
-    and the environment, as for :class:`~voicenb.Session`.
+    and the environment, as for :class:`~voicenb.Session`. ``history``: where the rows go (a
+    SQLite file or ``postgresql://...``; default ``<home>/history.sqlite``).
     """
 
     def __init__(self, name: str, audio: Any, reference: Any = None,
                  variants: dict[str, dict[str, Any]] | None = None, *,
-                 home: str | None = None, settings: Settings | None = None) -> None:
+                 home: str | None = None, history: str | None = None,
+                 settings: Settings | None = None) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError("An experiment needs a name, e.g. Experiment('stt-and-models', "
                               "audio=..., variants=...).")
         self.name = name
-        self.settings = resolve(settings, home=home)
+        self.settings = resolve(settings, home=home, history_url=history)
         self.clips = clips_of(audio)
         attach_references(self.clips, reference, audio)
         self._with_reference = reference is not None
         self.variants = variants_of(name, variants, settings, home)
-        self.store = HistoryStore(self.settings.home)
+        self.store = HistoryStore(self.settings.home, settings=self.settings)
 
     def __repr__(self) -> str:
         return (f"Experiment({self.name!r}, {len(self.clips)} clips x "

@@ -31,7 +31,9 @@ class Session:
     >>> turn = s.ask_audio("question.wav")          # doctest: +SKIP
     >>> s.history                                   # doctest: +SKIP
 
-    Data lives in ``./voicenb-data`` unless ``home=`` or ``VOICENB_HOME`` says otherwise.
+    Data lives in ``./voicenb-data`` unless ``home=`` or ``VOICENB_HOME`` says otherwise;
+    ``history="postgresql://user:password@host/db"`` (or ``VOICENB_HISTORY_URL``) keeps the
+    history, and the audio, on a server a team shares.
     ``prompt_template`` turns the transcript into the prompt (``"{transcript}"``).
     ``stt="auto"`` picks the speech-to-text backend from the keys and engines available, and
     the history records the one used. ``speak=True`` (or a speech backend such as
@@ -51,18 +53,22 @@ class Session:
         max_history: int = 20,
         stt_options: dict[str, Any] | None = None,
         speak: bool | str = False,
+        history: str | None = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigError("A session needs a name, e.g. Session('demo').")
         check_template(prompt_template)
         self.name = name
         self.speak = speak
-        self._turns = Pipeline(name, resolve(settings, home=home, stt=stt, model=model),
+        self._turns = Pipeline(name, resolve(settings, home=home, stt=stt, model=model,
+                                             history_url=history),
                                system=system, prompt_template=prompt_template,
                                max_history=max_history, stt_options=dict(stt_options or {}))
         self.store = self._turns.store
 
     def __repr__(self) -> str:
+        if self.store.shared:
+            return f"Session({self.name!r}, history={self.store.key!r})"
         return f"Session({self.name!r}, home={str(self.store.home)!r})"
 
     @property
