@@ -12,8 +12,10 @@ import tempfile
 import time
 
 import pandas as pd
+import sqlalchemy as sa
 
 import voicenb as vnb
+from voicenb._store import turns
 from voicenb.history import NAMES
 
 from ._common import table
@@ -32,8 +34,8 @@ def fill(store: vnb.HistoryStore, n: int) -> None:
              None if i % 3 else 0.03, None if i % 3 else 120)
             for i in range(1, n + 1)]
     assert len(rows[0]) == len(NAMES), "a new history column: give it a value here"
-    with store._write() as db:
-        db.executemany(f"INSERT INTO turns VALUES ({', '.join('?' * len(NAMES))})", rows)
+    with store._write() as db:  # one transaction, executemany (SQLAlchemy Core, any engine)
+        db.execute(sa.insert(turns), [dict(zip(NAMES, row)) for row in rows])
 
 
 def run(n: int = 100_000, repeat: int = 3) -> dict:
