@@ -603,8 +603,9 @@ class HistoryStore:
         with self.engine.connect() as conn:
             now = self._now(conn)
             result = conn.execute(query)
-            raw = pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()),
-                                            coerce_float=True)
+            # the driver's plain tuples: pandas takes them much faster than Row objects
+            raw = pd.DataFrame.from_records(result.cursor.fetchall(),
+                                            columns=list(result.keys()), coerce_float=True)
         going = raw["status"].isin(STAGES)
         if going.any():  # only turns in a stage need the owner check
             gone = [stopped(r.owner, r.updated_at, r.renewed_at, now)
