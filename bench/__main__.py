@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from . import (batch, experiment, history_load, llm_overhead, sync_api, talkback,
-               turn_overhead, upload_memory)
+from . import (batch, experiment, history_load, history_server, llm_overhead, sync_api,
+               talkback, turn_overhead, upload_memory)
 from ._common import machine
 
 
@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> None:
         print(llm_overhead.report(llm_overhead.run(n=3)))
         print()
         print(history_load.report(history_load.run(n=1000, repeat=1)))
+        print()
+        print(history_server.report(history_server.run(quick=True)))  # PostgreSQL: ~10 s
         print()
         print(turn_overhead.report(turn_overhead.run(n=2)))
         print()
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         print(llm_overhead.report(llm_overhead.run()))
         print()
         print(history_load.report(history_load.run()))
+        print()
+        print(history_server.report(history_server.run()))
         print()
         print(turn_overhead.report(turn_overhead.run()))
         print()

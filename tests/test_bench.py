@@ -17,6 +17,7 @@ def test_benchmarks_run_and_print_their_ratios():
     assert "ratio voicenb / baseline (memory)" in out.stdout
     assert "ratio vnb.ask / SDK" in out.stdout
     assert "ratio voicenb / read_sql_query" in out.stdout
+    assert "ratio HistoryStore.dataframe / read_sql" in out.stdout
     assert "ratio session / bare calls" in out.stdout
     assert "ratio voicenb / floor" in out.stdout
     assert "ratio async / sync (time to transcript)" in out.stdout

@@ -416,7 +416,7 @@ class HistoryStore:
                 turn = conn.execute(sa.select(sa.func.coalesce(sa.func.max(turns.c.turn), 0)
                                               + 1).where(turns.c.session == session)
                                     ).scalar_one()
-            conn.execute(sa.insert(turns).values(session=session, turn=turn, **fields))
+            conn.execute(_INSERT, {"session": session, "turn": turn, **fields})
             self._own(conn, session, turn, fields["status"])
         return turn
 
@@ -458,19 +458,18 @@ class HistoryStore:
         fields = _clean(fields)
         with self._write() as conn:
             if fields:
-                conn.execute(sa.update(turns).where(
-                    (turns.c.session == session) & (turns.c.turn == turn)).values(**fields))
+                conn.execute(_UPDATE, {"key_session": session, "key_turn": turn, **fields})
             self._own(conn, session, turn, fields.get("status"), upload_url)
 
     def _own(self, conn: sa.Connection, session: str, turn: int, status: str | None,
              upload_url: str | None = None) -> None:
         """Record this process as the turn's owner (and renew its lease when due)."""
         now = time.time()
-        state: dict[str, Any] = dict(owner=owner_id(), updated_at=now)
+        state: dict[str, Any] = dict(session=session, turn=turn, owner=owner_id(),
+                                     updated_at=now)
         if upload_url is not None:
             state["upload_url"] = upload_url
-        conn.execute(self._insert(turn_state).values(session=session, turn=turn, **state)
-                     .on_conflict_do_update(index_elements=["session", "turn"], set_=state))
+        conn.execute(self._own_statement(upload_url is not None), state)
         if status is None:
             return
         with self._mine_lock:
@@ -482,6 +481,18 @@ class HistoryStore:
         if due:
             self._renew(conn)
             self._heartbeat()
+
+    def _own_statement(self, with_url: bool) -> Any:
+        """The upsert of a turn's owner (made once: building statements costs more CPU than
+        SQLite takes to run them)."""
+        key = (self.dialect, with_url)
+        if key not in _OWN:
+            insert = self._insert(turn_state)
+            names = ["owner", "updated_at", *(["upload_url"] if with_url else [])]
+            _OWN[key] = insert.on_conflict_do_update(
+                index_elements=["session", "turn"],
+                set_={name: insert.excluded[name] for name in names})
+        return _OWN[key]
 
     def _renew(self, conn: sa.Connection) -> None:
         values = dict(owner=owner_id(), renewed_at=self._now(conn))
@@ -615,7 +626,7 @@ class HistoryStore:
             mask[going] = gone
             raw.loc[mask, "status"] = "interrupted"
             raw.loc[mask, "error"] = raw.loc[mask, "error"].fillna(INTERRUPTED)
-        df = to_frame(raw[list(NAMES)])
+        df = to_frame(raw[list(NAMES)], copy=False)  # the selection is a new frame already
         saved = df["audio_sha256"].notna() & df["audio_path"].notna()
         home = str(self.home.resolve()) + os.sep
         df.loc[saved, "audio_path"] = home + df.loc[saved, "audio_path"]
@@ -643,6 +654,16 @@ def fetch_missing(path: str | os.PathLike[str]) -> Path | None:
         store.close()
 
 
+_OWN: dict[tuple[str, bool], Any] = {}
+_INSERT = sa.insert(turns)  # executed with the values by column name
+
+
+#: UPDATE of one turn, made once: executed with ``key_session``, ``key_turn`` and the new
+#: values by column name (the SET clause is those names; SQLAlchemy caches each set's SQL)
+_UPDATE = sa.update(turns).where((turns.c.session == sa.bindparam("key_session")) &
+                                 (turns.c.turn == sa.bindparam("key_turn")))
+
+
 def _table_columns() -> list[sa.Column]:
     return [turns.c[name] for name in NAMES]
 
@@ -656,11 +677,13 @@ def _joined(*columns: Any) -> sa.Select:
                          .outerjoin(leases, leases.c.owner == turn_state.c.owner)))
 
 
-def to_frame(rows: list[tuple] | pd.DataFrame) -> pd.DataFrame:
-    """Rows of the schema's columns -> the typed DataFrame."""
-    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(
-        rows, columns=list(NAMES), coerce_float=True)
-    df = df.copy() if isinstance(rows, pd.DataFrame) else df
+def to_frame(rows: list[tuple] | pd.DataFrame, *, copy: bool = True) -> pd.DataFrame:
+    """Rows of the schema's columns -> the typed DataFrame (``copy=False``: typing the
+    columns of a DataFrame of them in place)."""
+    if isinstance(rows, pd.DataFrame):
+        df = rows.copy() if copy else rows
+    else:
+        df = pd.DataFrame.from_records(rows, columns=list(NAMES), coerce_float=True)
     df["started_at"] = pd.to_datetime(df["started_at"].astype("float64"), unit="s",
                                       utc=True).dt.round("ms")
     df["turn"] = df["turn"].astype("Int64")
