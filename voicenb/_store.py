@@ -636,6 +636,8 @@ class HistoryStore:
 #: this process's shared stores by their local audio folder, so that a history row's audio
 #: (an absolute path into that folder) can be fetched by vnb.play on any machine
 _SHARED: dict[str, sa.engine.URL] = {}
+_READERS: dict[str, HistoryStore] = {}
+_READERS_LOCK = threading.Lock()
 
 
 def fetch_missing(path: str | os.PathLike[str]) -> Path | None:
@@ -644,14 +646,16 @@ def fetch_missing(path: str | os.PathLike[str]) -> Path | None:
     path = Path(path)
     if path.is_file():
         return path
-    url = _SHARED.get(str(path.parent.resolve()))
+    folder = str(path.parent.resolve())
+    url = _SHARED.get(folder)
     if url is None:
         return None
-    store = HistoryStore(path.parent.parent, history=url.render_as_string(hide_password=False))
-    try:
-        return store.fetch_audio(path)
-    finally:
-        store.close()
+    with _READERS_LOCK:  # one store per folder, kept: a table of players fetches many clips
+        store = _READERS.get(folder)
+        if store is None:
+            store = _READERS[folder] = HistoryStore(
+                path.parent.parent, history=url.render_as_string(hide_password=False))
+    return store.fetch_audio(path)
 
 
 _OWN: dict[tuple[str, bool], Any] = {}
