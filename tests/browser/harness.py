@@ -63,6 +63,14 @@ class Jupyter:
             self.proc.kill()
 
 
+def run_all(page) -> None:
+    """Run All Cells of the notebook open in ``page`` (JupyterLab), once its kernel is up."""
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    time.sleep(2)  # let the kernel connect
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
 def write_notebook(path: Path, cells: list[str]) -> None:
     import nbformat
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -33,10 +32,7 @@ def test_compare_notebook_shows_tables_plots_and_playable_clips(tmp_path):
         with harness.chromium(ROOT / "tests" / "data" / "question.wav") as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(jupyter.lab("notebooks/compare.ipynb"))
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-            time.sleep(2)  # let the kernel connect
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            harness.run_all(page)
             try:
                 page.get_by_text("compare.parquet (60, ").wait_for(timeout=240_000)
                 table = page.locator(".vnb-turns")

@@ -46,16 +46,9 @@ def demo(tmp_path):
         jupyter.stop()
 
 
-def _run_all(page) -> None:
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-    time.sleep(2)  # let the kernel connect
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-
-
 def _journey(page, url: str, home: Path) -> dict:
     page.goto(url)
-    _run_all(page)
+    harness.run_all(page)
     record = page.locator(".voicenb-recorder button[aria-label=Record]")
     record.wait_for(timeout=90_000)
     page.wait_for_selector(".voicenb-status[data-state=idle]", timeout=30_000)
@@ -145,7 +138,7 @@ def test_a_refused_microphone_is_explained_in_the_page(tmp_path):
             page = browser.new_page(viewport={"width": 1100, "height": 700})
             try:
                 page.goto(jupyter.lab("rec.ipynb"))
-                _run_all(page)
+                harness.run_all(page)
                 page.click(".voicenb-recorder button[aria-label=Record]", timeout=90_000)
                 page.wait_for_selector(".voicenb-status[data-state=nomic]", timeout=30_000)
                 status = page.inner_text(".voicenb-status")

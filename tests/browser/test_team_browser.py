@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -49,10 +48,7 @@ def test_a_notebook_on_another_machine_reads_and_plays_the_teams_turns(
         with harness.chromium(ROOT / "tests" / "data" / "question.wav") as browser:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
             page.goto(jupyter.lab("team.ipynb"))
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-            time.sleep(2)  # let the kernel connect
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            harness.run_all(page)
             try:
                 page.get_by_text("Session('study', history='postgresql://voicenb:***@")\
                     .wait_for(timeout=120_000)
