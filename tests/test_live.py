@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import voicenb as vnb
+from tests._page_player import PagePlayer
 
 
 @pytest.fixture
@@ -85,36 +86,11 @@ def test_answers_are_not_read_aloud_when_no_page_shows_the_widget(sim, samples, 
     assert turn.status == "ok" and turn.spoken_chars is None and turn.first_audio_s is None
 
 
-class Player:
-    """What the page's player (speaker.js) answers, played out from Python: every sentence
-    starts at once; with ``barge_after`` sentences started, the person speaks over it."""
-
-    def __init__(self, live, barge_after: int | None = None) -> None:
-        self.live, self.barge_after, self.seen = live, barge_after, []
-        live.send = self.receive  # the widget's messages to the page come here instead
-        live._on_msg(live, {"type": "front"}, [])
-
-    def receive(self, content, buffers=None) -> None:
-        self.seen.append(content["type"])
-        answer = content.get("answer")
-        if content["type"] == "say":
-            assert bytes(buffers[0])[:4] == b"RIFF"
-            self.live._on_msg(self.live, {"type": "playing", "answer": answer,
-                                          "seq": content["seq"]}, [])
-            if content["seq"] + 1 == self.barge_after:
-                self.live.hush()  # the service heard the person (SpeechStarted)
-        elif content["type"] == "said" and self.barge_after is None:
-            self.live._on_msg(self.live, {"type": "ended", "answer": answer}, [])
-        elif content["type"] == "hush":
-            self.live._on_msg(self.live, {"type": "hushed", "answer": answer,
-                                          "played": {"0": 0.5}, "reason": "kernel"}, [])
-
-
 @pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
 @pytest.mark.parametrize("barge_after", [None, 1])
 def test_a_spoken_answer_is_recorded_as_heard(sim, samples, tmp_path, barge_after):
     live = vnb.Session("spoken", home=str(tmp_path / "home")).live(speak="espeak")
-    player = Player(live, barge_after)
+    player = PagePlayer(live, barge_after=barge_after)
     live.feed(vnb.Audio(samples[0]).pcm16k() + b"\0\0" * 16000)
     live.stop()
     assert live.wait(60)

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import voicenb as vnb
+from tests._page_player import PagePlayer
 
 PAYLOAD = '<img src=x onerror="alert(1)">'
 
@@ -167,28 +168,6 @@ def test_the_widget_displays_headless_without_hanging(sim, tmp_path):
     [output] = nb.cells[0].outputs
     assert "application/vnd.jupyter.widget-view+json" in output["data"]
     assert "Recorder(session='h'" in json.dumps(output["data"]["text/plain"])
-
-
-class PagePlayer:
-    """The page's player (speaker.js) played out from Python: each sentence starts as it
-    arrives; ``ended`` after ``said``; a ``hush`` is answered with the seconds played."""
-
-    def __init__(self, widget, *, answer_ends: bool = True) -> None:
-        self.widget, self.answer_ends, self.seen = widget, answer_ends, []
-        widget.send = self.receive  # the widget's messages to the page come here instead
-        widget._on_msg(widget, {"type": "front"}, [])
-
-    def receive(self, content, buffers=None) -> None:
-        self.seen.append(content["type"])
-        answer = content.get("answer")
-        if content["type"] == "say":
-            self.widget._on_msg(self.widget, {"type": "playing", "answer": answer,
-                                              "seq": content["seq"]}, [])
-        elif content["type"] == "said" and self.answer_ends:
-            self.widget._on_msg(self.widget, {"type": "ended", "answer": answer}, [])
-        elif content["type"] == "hush":
-            self.widget._on_msg(self.widget, {"type": "hushed", "answer": answer,
-                                              "played": {"0": 0.4}, "reason": "kernel"}, [])
 
 
 @pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")

@@ -11,6 +11,7 @@ and that expires :data:`LEASE_S` after the last renewal (by the database's clock
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import socket
@@ -142,8 +143,14 @@ _T = turns  # for methods whose ``turns`` argument hides the table
 
 
 def owner_id() -> str:
-    """This process, so that others can tell whether it is still alive."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+    """This process, so that others can tell whether it is still alive (worked out once per
+    process: every write records it)."""
+    return _owner(os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _owner(pid: int) -> str:  # keyed by pid: a forked child is another owner
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
 
 
 def _start_time(pid: int) -> str:

@@ -71,6 +71,43 @@ def run_all(page) -> None:
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
 
 
+@contextmanager
+def notebook_run(root: Path, env: dict[str, str], notebook: str, name: str, *,
+                 width: int = 1400, height: int = 1000) -> Iterator:
+    """JupyterLab serving ``root`` with ``env``, ``notebook`` open in Chromium and Run All
+    clicked; yields the page. On a failure a full-page screenshot and the server's log go to
+    test-artifacts/``name``-failed.png and ``name``-jupyter.log."""
+    import shutil
+
+    artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    log = root.parent / f"{name}-jupyter.log"
+    jupyter = Jupyter(root, env, log)
+    try:
+        with chromium(Path(__file__).resolve().parents[1] / "data" / "question.wav") as browser:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(jupyter.lab(notebook))
+            run_all(page)
+            try:
+                yield page
+            except Exception:
+                page.screenshot(path=str(artifacts / f"{name}-failed.png"), full_page=True)
+                shutil.copy(log, artifacts / log.name)
+                raise
+    finally:
+        jupyter.stop()
+
+
+def play_first_audio(page, selector: str = ".vnb-turns audio") -> list[float]:
+    """Play the first ``selector`` player for 0.6 s: [its currentTime, its duration]."""
+    return page.evaluate("""async (selector) => {
+        const a = document.querySelector(selector);
+        await a.play();
+        await new Promise(r => setTimeout(r, 600));
+        return [a.currentTime, a.duration];
+    }""", selector)
+
+
 def write_notebook(path: Path, cells: list[str]) -> None:
     import nbformat
 

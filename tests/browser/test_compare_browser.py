@@ -24,40 +24,22 @@ def test_compare_notebook_shows_tables_plots_and_playable_clips(tmp_path):
     root = tmp_path / "repo"
     shutil.copytree(ROOT / "notebooks", root / "notebooks",
                     ignore=shutil.ignore_patterns("voicenb-data", "*.csv", "*.parquet"))
-    log = tmp_path / "jupyter.log"
     env = {**os.environ, "VOICENB_HOME": str(root / "voicenb-data")}
-    jupyter = harness.Jupyter(root, env, log)
     ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        with harness.chromium(ROOT / "tests" / "data" / "question.wav") as browser:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(jupyter.lab("notebooks/compare.ipynb"))
-            harness.run_all(page)
-            try:
-                page.get_by_text("compare.parquet (60, ").wait_for(timeout=240_000)
-                table = page.locator(".vnb-turns")
-                table.scroll_into_view_if_needed()
-                assert table.locator("audio").count() == 3
-                headers = table.locator("th").all_inner_texts()
-                assert headers[:3] == ["clip", "audio", "reference"] and len(headers) == 8
-                table.screenshot(path=str(ARTIFACTS / "compare-show.png"))
-                played = page.evaluate("""async () => {
-                    const a = document.querySelector('.vnb-turns audio');
-                    await a.play();
-                    await new Promise(r => setTimeout(r, 600));
-                    return [a.currentTime, a.duration];
-                }""")
-                assert played[0] > 0.1 and played[1] > 1.0, played
-                plot = page.locator(".jp-OutputArea-output img").first
-                plot.scroll_into_view_if_needed()
-                plot.screenshot(path=str(ARTIFACTS / "compare-plot.png"))
-                compare = page.locator(".jp-RenderedHTMLCommon table").nth(1)
-                compare.scroll_into_view_if_needed()
-                compare.screenshot(path=str(ARTIFACTS / "compare-table.png"))
-                assert "simulated" in compare.inner_text()
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "compare-failed.png"), full_page=True)
-                shutil.copy(log, ARTIFACTS / "compare-jupyter.log")
-                raise
-    finally:
-        jupyter.stop()
+    with harness.notebook_run(root, env, "notebooks/compare.ipynb", "compare") as page:
+        page.get_by_text("compare.parquet (60, ").wait_for(timeout=240_000)
+        table = page.locator(".vnb-turns")
+        table.scroll_into_view_if_needed()
+        assert table.locator("audio").count() == 3
+        headers = table.locator("th").all_inner_texts()
+        assert headers[:3] == ["clip", "audio", "reference"] and len(headers) == 8
+        table.screenshot(path=str(ARTIFACTS / "compare-show.png"))
+        played = harness.play_first_audio(page)
+        assert played[0] > 0.1 and played[1] > 1.0, played
+        plot = page.locator(".jp-OutputArea-output img").first
+        plot.scroll_into_view_if_needed()
+        plot.screenshot(path=str(ARTIFACTS / "compare-plot.png"))
+        compare = page.locator(".jp-RenderedHTMLCommon table").nth(1)
+        compare.scroll_into_view_if_needed()
+        compare.screenshot(path=str(ARTIFACTS / "compare-table.png"))
+        assert "simulated" in compare.inner_text()

@@ -7,7 +7,6 @@ test-artifacts/team-history.png."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -39,36 +38,16 @@ def test_a_notebook_on_another_machine_reads_and_plays_the_teams_turns(
     root = tmp_path / "desk"
     root.mkdir()
     harness.write_notebook(root / "team.ipynb", CELLS)
-    log = tmp_path / "jupyter.log"
     env = {**os.environ, **sim.env(), "VOICENB_HOME": str(root / "voicenb-data"),
            "VOICENB_HISTORY_URL": postgres_url}
-    jupyter = harness.Jupyter(root, env, log)
-    ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        with harness.chromium(ROOT / "tests" / "data" / "question.wav") as browser:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.goto(jupyter.lab("team.ipynb"))
-            harness.run_all(page)
-            try:
-                page.get_by_text("Session('study', history='postgresql://voicenb:***@")\
-                    .wait_for(timeout=120_000)
-                table = page.locator(".vnb-turns")
-                assert table.locator("audio").count() == 2
-                assert "How far away is the moon?" in table.inner_text()
-                played = page.evaluate("""async () => {
-                    const a = document.querySelector('.vnb-turns audio');
-                    await a.play();
-                    await new Promise(r => setTimeout(r, 600));
-                    return [a.currentTime, a.duration];
-                }""")
-                assert played[0] > 0.1 and played[1] > 1.0, played
-                page.screenshot(path=str(ARTIFACTS / "team-history.png"), full_page=True)
-                html = page.content()
-                assert postgres_server.password not in html
-                assert len(list((root / "voicenb-data" / "audio").iterdir())) == 2  # fetched
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "team-failed.png"), full_page=True)
-                shutil.copy(log, ARTIFACTS / "team-jupyter.log")
-                raise
-    finally:
-        jupyter.stop()
+    with harness.notebook_run(root, env, "team.ipynb", "team", width=1300) as page:
+        page.get_by_text("Session('study', history='postgresql://voicenb:***@")\
+            .wait_for(timeout=120_000)
+        table = page.locator(".vnb-turns")
+        assert table.locator("audio").count() == 2
+        assert "How far away is the moon?" in table.inner_text()
+        played = harness.play_first_audio(page)
+        assert played[0] > 0.1 and played[1] > 1.0, played
+        page.screenshot(path=str(ARTIFACTS / "team-history.png"), full_page=True)
+        assert postgres_server.password not in page.content()
+        assert len(list((root / "voicenb-data" / "audio").iterdir())) == 2  # fetched
