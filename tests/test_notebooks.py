@@ -100,6 +100,17 @@ def test_run_all_in_a_browser_asks_nothing_for_you(workdir, monkeypatch):
     assert vnb.load_history(workdir / "voicenb-data", session="demo").empty
 
 
+def test_run_all_in_a_browser_says_there_are_no_turns_yet_instead_of_nan(workdir, monkeypatch):
+    monkeypatch.setenv("JPY_SESSION_NAME", str(workdir / "demo.ipynb"))
+    nb, _ = _run(workdir / "demo.ipynb", workdir)
+    summary, plot = (next(c for c in nb.cells if c.source.startswith(call))
+                     for call in ("vnb.summary(", "vnb.plot_latency("))
+    assert summary.outputs[0]["data"]["text/plain"].startswith("No turns yet: record a question")
+    assert plot.outputs == [{"name": "stdout", "output_type": "stream",
+                             "text": summary.outputs[0]["data"]["text/plain"] + "\n"}]
+    assert "NaN" not in _text(nb)
+
+
 def test_batch_builds_the_table_of_all_twelve(workdir):
     nb, _ = _run(workdir / "batch.ipynb", workdir)
     text = _text(nb)
@@ -126,6 +137,9 @@ def test_compare_runs_every_variant_and_labels_simulated_figures(workdir):
     assert df.loc[df["variant"] == "aai + mini", "wer"].mean() > 0  # the simulator misheard
     assert "simulated" in text and "image/png" in text and "<audio" in text
     assert "compare.parquet (60, " in text
+    # the export goes into the data folder, which git ignores, not next to the notebook
+    assert (workdir / "voicenb-data" / "compare.parquet").exists()
+    assert not (workdir / "compare.parquet").exists()
 
 
 def test_live_asks_a_sample_when_headless_and_says_why_no_voice_table(workdir):

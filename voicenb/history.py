@@ -59,10 +59,16 @@ LATENCIES = ("setup_s", "wait_s", "upload_s", "transcribe_s", "stt_s", "ttft_s",
 TOP = ("setup_s", "wait_s", "stt_s", "llm_s", "overhead_s")
 
 
+#: what the summary and the plot of a history with no turns say instead of tables of NaN
+NO_TURNS = ("No turns yet: record a question (session.recorder()) or ask one "
+            "(session.ask_text(...)), then run this again.")
+
+
 class Summary:
     """:func:`summary`'s result: ``latency`` (p50/p90/max per stage), ``by_status`` (counts),
     ``tokens`` (totals and per-turn means) and ``cost`` (USD: total, per turn, and how many
-    turns have a price; see :mod:`voicenb.pricing`)."""
+    turns have a price; see :mod:`voicenb.pricing`). With no turns it shows one line,
+    :data:`NO_TURNS`, instead of tables of NaN."""
 
     def __init__(self, latency: pd.DataFrame, by_status: pd.Series, tokens: pd.DataFrame,
                  turns: int, cost: pd.Series, voice: pd.DataFrame | None = None) -> None:
@@ -72,6 +78,8 @@ class Summary:
         self.cost, self.voice = cost, voice
 
     def __repr__(self) -> str:
+        if not self.turns:
+            return NO_TURNS
         voice = ("" if self.voice is None else
                  f"\n\nvoice to voice (s)\n{self.voice.round(3).to_string()}")
         return (f"{self.turns} turns\n\nlatency (s)\n{self.latency.round(3).to_string()}\n\n"
@@ -79,6 +87,8 @@ class Summary:
                 f"{self.tokens.to_string()}\n\ncost (USD)\n{self.cost.to_string()}{voice}")
 
     def _repr_html_(self) -> str:  # pandas escapes cell text
+        if not self.turns:
+            return f"<p>{NO_TURNS}</p>"
         voice = ("" if self.voice is None else
                  f"<h4>voice to voice (s)</h4>{self.voice.round(3).to_html()}")
         return (f"<p>{self.turns} turns</p><h4>latency (s)</h4>{self.latency.round(3).to_html()}"
@@ -103,13 +113,14 @@ def summary(df: pd.DataFrame) -> Summary:
     })
     by_status = df["status"].astype("object").value_counts().rename("turns")
     tokens = pd.DataFrame({
-        "total": [df["prompt_tokens"].sum(), df["completion_tokens"].sum()],
+        "total": [int(df["prompt_tokens"].sum()), int(df["completion_tokens"].sum())],
         "mean per turn": [df["prompt_tokens"].astype("float64").mean(),
                           df["completion_tokens"].astype("float64").mean()],
     }, index=["prompt_tokens", "completion_tokens"])
     cost = df["cost_usd"].astype("float64")
+    # object dtype: a float Series would print the count of priced turns as 3.0
     spent = pd.Series({"total": cost.sum(min_count=1), "mean per turn": cost.mean(),
-                       "turns priced": float(cost.notna().sum())}, name="cost_usd")
+                       "turns priced": int(cost.notna().sum())}, dtype=object, name="cost_usd")
     return Summary(latency, by_status, tokens, len(df), spent, _voice(df))
 
 
@@ -134,11 +145,22 @@ def plot_latency(df: pd.DataFrame, ax: Any = None) -> Any:
     """A stacked bar per turn whose height is its ``total_s``: set-up, waiting, upload,
     transcription, time to first token, the rest of the answer, and voicenb's own work.
 
-    Returns the matplotlib Axes.
+    Returns the matplotlib Axes. With no turns there is nothing to draw: it prints the line
+    :data:`NO_TURNS` and returns None (given an ``ax``, it writes the line there instead).
+
+    >>> ax = vnb.plot_latency(session.history)      # doctest: +SKIP
     """
     _require_columns(df)
     import matplotlib.pyplot as plt
 
+    if df.empty:
+        if ax is None:
+            print(NO_TURNS)
+            return None
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, NO_TURNS, ha="center", va="center", wrap=True,
+                transform=ax.transAxes)
+        return ax
     if ax is None:
         _, ax = plt.subplots(figsize=(max(7.0, min(0.35 * len(df), 16.0) + 3), 3.5))
     f = df[list(LATENCIES)].astype("float64").fillna(0.0)
@@ -168,14 +190,11 @@ def plot_latency(df: pd.DataFrame, ax: Any = None) -> Any:
     ax.set_xticks(range(len(parts)), labels, rotation=90 if len(parts) > 12 else 0)
     ax.set_ylabel("seconds")
     ax.set_title("latency per turn (bar height = total_s)")
-    if len(df):
-        handles, names = ax.get_legend_handles_labels()
-        stages = [i for i, n in enumerate(names) if not n.startswith("first answer")]
-        order = stages + [i for i in range(len(names)) if i not in stages]  # markers last
-        ax.legend([handles[i] for i in order], [names[i] for i in order], loc="upper left",
-                  bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
-    else:
-        ax.text(0.5, 0.5, "no turns yet", ha="center", va="center", transform=ax.transAxes)
+    handles, names = ax.get_legend_handles_labels()
+    stages = [i for i, n in enumerate(names) if not n.startswith("first answer")]
+    order = stages + [i for i in range(len(names)) if i not in stages]  # markers last
+    ax.legend([handles[i] for i in order], [names[i] for i in order], loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     ax.figure.tight_layout()
     return ax
 
