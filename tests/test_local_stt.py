@@ -1,5 +1,6 @@
-"""Speech to text on this machine: pocketsphinx (offline, ships its model) and faster-whisper
-(its model is downloaded once; offline and uncached it says how to get it)."""
+"""Speech to text on this machine: faster-whisper with Whisper tiny.en, which installs from the
+package index (bigger models are downloaded once; offline and uncached it says how to get
+them), and pocketsphinx (offline, ships its model)."""
 
 from __future__ import annotations
 
@@ -95,12 +96,13 @@ def test_sphinx_in_a_fully_offline_session_with_a_local_llm_server(sample, tmp_p
 
 def test_whisper_without_a_cached_model_offline_says_how_to_get_it(no_whisper_cache, sample):
     with pytest.raises(vnb.ConfigError) as info:
-        vnb.transcribe(sample, backend="whisper")
+        vnb.transcribe(sample, backend="whisper", model="base.en")
     message = str(info.value)
     assert "'base.en' is not on this machine" in message
     assert "HF_HUB_OFFLINE is set, so there is no network access" in message
     assert "download_model('base.en', output_dir='whisper-base.en')" in message
     assert "export VOICENB_WHISPER_MODEL=/path/to/whisper-base.en" in message
+    assert "tiny.en, which installs with pip install 'voicenb[whisper]'" in message
     assert "backend='sphinx'" in message
 
 
@@ -114,16 +116,16 @@ def test_whisper_with_no_network_fails_at_once_saying_so(monkeypatch, tmp_path, 
     for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(proxy, raising=False)
     with pytest.raises(vnb.ConfigError) as info:
-        vnb.transcribe(sample, backend="whisper")
+        vnb.transcribe(sample, backend="whisper", model="small.en")
     assert f"there is no network (http://127.0.0.1:{port} cannot be reached)" in str(info.value)
 
 
 def test_whisper_model_is_chosen_with_voicenb_whisper_model(no_whisper_cache, monkeypatch,
                                                             sample):
-    monkeypatch.setenv("VOICENB_WHISPER_MODEL", "tiny.en")
-    with pytest.raises(vnb.ConfigError, match=r"'tiny.en' is not on this machine") as info:
+    monkeypatch.setenv("VOICENB_WHISPER_MODEL", "base.en")
+    with pytest.raises(vnb.ConfigError, match=r"'base.en' is not on this machine") as info:
         vnb.transcribe(sample, backend="whisper")
-    assert "about 75 MB" in str(info.value)
+    assert "about 145 MB" in str(info.value)
 
 
 def test_whisper_model_folder_without_a_model_is_refused(monkeypatch, tmp_path, sample):
@@ -152,7 +154,7 @@ def test_whisper_not_installed_names_the_extra(monkeypatch, sample):
 
 
 def test_whisper_model_is_not_ready_without_a_cached_model(no_whisper_cache):
-    assert local.whisper_model_ready() is False
+    assert local.whisper_model_ready("base.en") is False
 
 
 def test_audio_for_whisper_is_16khz_mono_float32_in_unit_range(encode):
@@ -177,3 +179,101 @@ def test_a_session_batch_on_sphinx_answers_every_clip_in_order(samples, tmp_path
     assert [t.transcript for t in turns[:3]] == [t.transcript for t in turns[3:6]]
     decoders = stt._clients[("sphinx",)]._idle  # however many threads asked, few decoders
     assert 1 <= len(decoders) <= local.SphinxTranscriber.max_workers
+
+
+# -- the default local engine: Whisper tiny.en, installed from the package index ----------------
+
+
+def test_whisper_hears_a_human_sentence_with_the_model_that_installs_with_voicenb(
+        no_whisper_cache, sample):
+    t = vnb.transcribe(sample, backend="whisper")  # no cache, no network: the bundled model
+    assert t.ok and t.backend == "whisper" and t.speech_model == "tiny.en"
+    from voicenb.accuracy import word_errors
+
+    assert word_errors("What is the capital of France?", t.text).wer <= 0.34
+    assert 0 < t.transcribe_s <= t.stt_s
+
+
+def test_the_bundled_model_is_a_complete_ctranslate2_folder():
+    folder = local.bundled_model()
+    assert folder is not None and local.locate_whisper_model() == str(folder)
+    assert {"model.bin", "config.json", "tokenizer.json", "vocabulary.txt"} <= {
+        p.name for p in folder.iterdir()}
+
+
+def test_auto_without_keys_chooses_whisper(no_whisper_cache, sample):
+    t = vnb.transcribe(sample, backend="auto")
+    assert t.backend == "whisper" and "France" in t.text
+
+
+def test_the_model_loads_once_per_process_in_the_background():
+    assert local.preload() is True
+    first = local.WhisperTranscriber()._model()  # waits for the background load, if any
+    assert not local.loading()
+    assert local.WhisperTranscriber()._model() is first
+    assert len([k for k in local._models if k[0] == str(local.bundled_model())]) == 1
+
+
+def test_a_silent_clip_is_an_audio_error_that_says_so(tmp_path):
+    silent = vnb.audio.pcm_to_wav(b"\0\0" * 16000 * 2)
+    with pytest.raises(vnb.AudioError, match="it is silent.*microphone"):
+        vnb.transcribe(silent, backend="whisper")
+
+
+def test_a_clip_of_pure_noise_is_an_audio_error_not_made_up_words():
+    import numpy as np
+
+    noise = np.random.default_rng(0).normal(0, 3000, 16000 * 3).astype("<i2").tobytes()
+    with pytest.raises(vnb.AudioError, match="no words were heard: it may be only noise"):
+        vnb.transcribe(vnb.audio.pcm_to_wav(noise), backend="whisper")
+
+
+def test_a_damaged_model_folder_says_to_replace_it(monkeypatch, tmp_path, sample):
+    folder = tmp_path / "whisper-broken"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        (folder / name).write_bytes((local.bundled_model() / name).read_bytes())
+    (folder / "model.bin").write_bytes(b"not a model")
+    monkeypatch.setenv("VOICENB_WHISPER_MODEL", str(folder))
+    with pytest.raises(vnb.ConfigError, match="the folder is damaged or not a CTranslate2 "
+                                              "Whisper model.*Download it again"):
+        vnb.transcribe(sample, backend="whisper")
+
+
+def test_a_model_folder_missing_files_names_them(monkeypatch, tmp_path, sample):
+    (tmp_path / "model.bin").write_bytes(b"x")
+    monkeypatch.setenv("VOICENB_WHISPER_MODEL", str(tmp_path))
+    with pytest.raises(vnb.ConfigError, match="it has no config.json, tokenizer.json, "
+                                              "vocabulary.txt"):
+        vnb.transcribe(sample, backend="whisper")
+
+
+def test_a_long_file_is_cut_in_pauses_into_pieces_of_at_most_two_minutes():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    second = 16000
+    # 5 minutes: 4.5 s of "speech" then 0.5 s of silence, over and over
+    period = np.concatenate([rng.normal(0, 4000, int(4.5 * second)), np.zeros(second // 2)])
+    pcm = np.tile(period, 60).astype("<i2").tobytes()
+    blocks = (pcm[i:i + 10 * 2 * second] for i in range(0, len(pcm), 10 * 2 * second))
+    pieces = list(local._pieces(blocks))
+    assert sum(len(p) for p in pieces) == len(pcm) // 2
+    assert all(len(p) <= local.PIECE_S * second for p in pieces)
+    for piece in pieces[:-1]:  # every cut falls in a pause
+        assert float(np.abs(piece[-800:]).max()) == 0.0
+
+
+def test_a_long_file_shows_its_progress_and_keeps_every_piece(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(local, "PIECE_S", 12.0)
+    monkeypatch.setattr(local, "CUT_SEARCH_S", 4.0)
+    monkeypatch.setattr(local, "PROGRESS_OVER_S", 10.0)
+    clips = {"capital": "01_capital_of_france.wav", "moon": "02_moon_distance.wav",
+             "light": "06_speed_of_light.wav", "mountain": "08_tallest_mountain.wav",
+             "python": "05_python_creator.wav", "sleep": "10_sleep_hours.wav"}
+    pause = b"\0\0" * 16000
+    long = vnb.audio.pcm_to_wav(b"".join(vnb.Audio(NOTEBOOK_SAMPLES / name).pcm16k() + pause
+                                         for name in clips.values()))  # ~22 s: two pieces
+    t = vnb.transcribe(long, backend="whisper")
+    assert sum(word in t.text.lower() for word in clips) >= 5
+    assert "transcribing" in capsys.readouterr().err

@@ -34,7 +34,7 @@ DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_STT = "assemblyai"
 DEFAULT_HOME = "voicenb-data"
-DEFAULT_WHISPER_MODEL = "base.en"
+DEFAULT_WHISPER_MODEL = "tiny.en"  # installs with the whisper, demo and dev extras
 DEFAULT_TTS = "openai"
 
 # field -> environment variable

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import tempfile
 import wave
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO, Union
 
 from ._errors import AudioError
@@ -148,8 +150,14 @@ class Audio:
 
     def pcm16k(self) -> bytes:
         """16 kHz mono signed 16-bit little-endian PCM, decoded and resampled with PyAV."""
+        return b"".join(self.pcm16k_blocks())
+
+    def pcm16k_blocks(self, seconds: float = 60.0) -> Iterator[bytes]:
+        """The same PCM as :meth:`pcm16k` in blocks of ``seconds`` (the last one shorter),
+        decoded as the file is read, so a two-hour recording never sits in memory whole."""
         import av
 
+        size = max(2, int(seconds * 16000) * 2)
         out = bytearray()
         try:
             with self.open() as fh, av.open(fh, mode="r") as container:
@@ -157,17 +165,20 @@ class Audio:
                 if stream is None:
                     raise AudioError(f"{self.name!r} has no audio stream.", source=self.name)
                 resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
-                for frame in container.decode(stream):
+                frames = itertools.chain(container.decode(stream), [None])
+                for frame in frames:
                     for res in resampler.resample(frame):
                         out += bytes(res.planes[0])[: res.samples * 2]
-                for res in resampler.resample(None):
-                    out += bytes(res.planes[0])[: res.samples * 2]
+                    while len(out) >= size:
+                        yield bytes(out[:size])
+                        del out[:size]
         except AudioError:
             raise
         except Exception as exc:  # PyAV raises many types for corrupt input
             raise AudioError(f"Cannot decode {self.name!r}: {exc}. The file may be corrupt.",
                              source=self.name) from exc
-        return bytes(out)
+        if out:
+            yield bytes(out)
 
     def is_silent(self, threshold: int = 64) -> bool:
         """True when no 16 kHz sample rises above ``threshold`` (of 32767, about -54 dBFS):

@@ -181,7 +181,7 @@ class OneRequest:
         """Transcribe one clip; raises a :class:`VoicenbError` when it cannot."""
         if on_stage:
             on_stage("started", None)
-        transcript = self._transcribe(audio, **options)
+        transcript = self._transcribe(audio, progress=progress, **options)
         if on_stage:
             on_stage("done", transcript)
         return transcript
@@ -203,7 +203,7 @@ class OneRequest:
             if on_stage:
                 on_stage(i, "started", None)
             try:
-                transcript = self._transcribe(items[i], **options)
+                transcript = self._transcribe(items[i], progress=False, **options)
             except VoicenbError as exc:
                 transcript = Transcript.failed(str(exc), backend=self.backend,
                                                source=source_name(items[i]),
@@ -221,5 +221,7 @@ class OneRequest:
                 future.add_done_callback(lambda _f: bar.update(1))
             return [f.result() for f in futures]
 
-    def _transcribe(self, audio: AudioLike, **options: Any) -> Transcript:
+    def _transcribe(self, audio: AudioLike, *, progress: bool = False,
+                    **options: Any) -> Transcript:
+        """One clip; ``progress``: the caller asked for progress on long work."""
         raise NotImplementedError

@@ -33,7 +33,7 @@ class OpenAITranscriber(OneRequest):
         return f"OpenAITranscriber(model={self.model!r})"
 
     def _transcribe(self, audio: AudioLike, *, model: str | None = None,
-                    **options: Any) -> Transcript:
+                    progress: bool = False, **options: Any) -> Transcript:
         t0 = time.monotonic()
         audio = as_audio(audio)
         audio.check_size(self.max_bytes, self.limit_name)
