@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from . import (batch, experiment, history_load, history_server, llm_overhead, sync_api,
-               talkback, turn_overhead, upload_memory)
+from . import (batch, experiment, hearing, history_load, history_server, llm_overhead,
+               sync_api, talkback, turn_overhead, upload_memory)
 from ._common import machine
 
 
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print(experiment.report(experiment.run(quick=True)))
         print()
+        print(hearing.report(hearing.run(quick=True)))  # Whisper: ~20 s
+        print()
         print(talkback.quick())  # real Chromium: two questions, ~30 s
     else:
         print(batch.report(batch.run(n=100, scenario="paid")))
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         print(sync_api.report(sync_api.run()))
         print()
         print(experiment.report(experiment.run()))
+        print()
+        print(hearing.report(hearing.run()))
         print()
         talkback.main([])
 

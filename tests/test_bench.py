@@ -26,3 +26,5 @@ def test_benchmarks_run_and_print_their_ratios():
     assert "voice to voice (history first_audio_s" in out.stdout
     assert "voicenb overhead (voice to voice - the services' delays)" in out.stdout
     assert "barge-in stop in the page (hushAt -> stoppedAt)" in out.stdout
+    assert "ratio whisper / sphinx (WER)" in out.stdout
+    assert "ratio heard / registered (end of speech -> final, median)" in out.stdout

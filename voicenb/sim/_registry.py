@@ -29,8 +29,8 @@ class Registry:
                  word_error_rate: float = 0.0, seed: int | str | None = 0) -> None:
         #: what unregistered audio is heard as; ``{seconds}`` is replaced by its length
         self.unknown_text = unknown_text or (
-            "(simulated transcript of {seconds:.1f} seconds of unregistered audio: install "
-            "pocketsphinx, pip install 'voicenb[sphinx]', to hear your own words offline)")
+            "(simulated transcript of {seconds:.1f} seconds of unregistered audio: pip install "
+            "'voicenb[whisper]' to hear your own words offline)")
         #: how unregistered audio is heard when set: a local engine (see Simulator(hear=...))
         self.listener = listener
         self._heard: dict[str, str] = {}  # sha256 -> what the listener heard, once
@@ -93,9 +93,11 @@ class Registry:
     def _misheard(self, sha: str, text: str, service: str) -> str:
         return mistaken(text, self.word_error_rate, seed=self.seed, service=service, clip=sha)
 
-    def hear_pcm(self, pcm: bytes, seconds: float, *, service: str = "") -> str:
+    def hear_pcm(self, pcm: bytes, seconds: float, *, service: str = "",
+                 remember: bool = True) -> str:
         """The text of the registered clip this 16 kHz mono PCM comes from (found by its
-        samples, with ``service``'s mistakes), or what unregistered audio is heard as."""
+        samples, with ``service``'s mistakes), or what unregistered audio is heard as
+        (``remember=False``: not kept, for the many partial stretches of a stream)."""
         probe = _probe(pcm)
         if probe:
             with self._lock:
@@ -103,7 +105,8 @@ class Registry:
             for sha, clip in known:
                 if probe in clip:
                     return self._misheard(sha, self._text[sha], service)
-        return self._unknown(lambda: Audio(pcm_to_wav(pcm)) if pcm else None, seconds)
+        return self._unknown(lambda: Audio(pcm_to_wav(pcm)) if pcm else None, seconds,
+                             remember=remember)
 
     def hear(self, sha: str, seconds: float, audio: AudioLike | None = None, *,
              service: str = "") -> str:
@@ -122,10 +125,12 @@ class Registry:
                              sha)
 
     def _unknown(self, clip: Callable[[], Audio | None], seconds: float,
-                 sha: str | None = None) -> str:
+                 sha: str | None = None, *, remember: bool = True) -> str:
         if self.listener is not None:
             audio = clip()
             if audio is not None:
+                if not remember:
+                    return self.listener(audio)
                 key = sha or audio.sha256
                 with self._lock:
                     heard = self._heard.get(key)

@@ -16,11 +16,18 @@ frames outside 50-1000 ms or audio sent faster than real time, 3006 for a messag
 ``speech_model`` it does not understand, 3008 past the session's maximum duration.
 
 What it hears: a simple energy detector finds speech; a turn whose samples occur in a
-registered clip gets that clip's text, anything else the registry's text for unknown audio.
-When a turn ends, as the specs describe it: after ``min_turn_silence`` ms of silence if the
-turn sounds finished (here: its text ends with ., ? or !; on the universal-streaming models,
-if that makes ``end_of_turn_confidence`` reach ``end_of_turn_confidence_threshold``), and after
-``max_turn_silence`` ms in any case.
+registered clip gets that clip's text, anything else is heard by the local engine (Whisper)
+or gets the registry's text for unknown audio. Hearing never runs in the event loop: it runs
+on one worker thread, so frames keep being read while a turn is heard. While someone speaks,
+the turn so far is heard again for a partial at most as often as hearing it takes (so hearing
+takes at most half the time, and a long turn costs time linear in its length); after
+:data:`HEAR_AFTER_MS` of silence the voiced part is heard once more, and that text is both
+the candidate final transcript and what the end of the turn is judged on. When a turn ends,
+as the specs describe it: after ``min_turn_silence`` ms of silence if the turn sounds
+finished (here: its text ends with ., ? or !; on the universal-streaming models, if that
+makes ``end_of_turn_confidence`` reach ``end_of_turn_confidence_threshold``), and after
+``max_turn_silence`` ms in any case; the final ``Turn`` follows the end of speech by that
+silence or one hearing of the turn, whichever is longer.
 """
 
 from __future__ import annotations
@@ -34,10 +41,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from websockets.exceptions import ConnectionClosed
 
 from ._about import ABOUT_PATH, about
 from ._registry import Registry
@@ -45,6 +55,8 @@ from ._registry import Registry
 FRAME_MS = 20          # the detector's resolution
 SPEECH_LEVEL = 300     # peak amplitude (of 32767) that counts as speech
 PARTIAL_EVERY_MS = 300
+#: silence after which the words of the turn so far are heard as its candidate final text
+HEAR_AFTER_MS = 100
 #: the ``speech_model`` values of the two specs' enums (usm-streaming, usm-streaming-u3-pro)
 UNIVERSAL_MODELS = ("universal-streaming-english", "universal-streaming-multilingual",
                     "whisper-rt")
@@ -108,6 +120,13 @@ class StreamingService:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: where turns are heard: a recognizer is CPU-bound and must never run in the loop
+        self.hearing = ThreadPoolExecutor(1, thread_name_prefix="voicenb-sim-hear")
+
+    def hear(self, pcm: bytes) -> str:
+        """What 16 kHz PCM of a turn says (runs on :attr:`hearing`, never in the loop)."""
+        return self.registry.hear_pcm(pcm, len(pcm) / 32000, service="streaming",
+                                      remember=False)
 
     # -- life cycle (its own event loop on its own thread) ---------------------------------
 
@@ -141,6 +160,7 @@ class StreamingService:
             if self._thread is not None:
                 self._thread.join(10)
             self._server = None
+        self.hearing.shutdown(wait=False, cancel_futures=True)
 
     def count(self, name: str) -> None:
         with self._lock:
@@ -291,13 +311,22 @@ class _Session:
         self.id = str(uuid.uuid4())
         self.started = time.monotonic()
         self.samples = 0            # audio received, in samples
+        self.received_samples = 0   # audio received (the reader's count, for its checks)
+        self.samples = 0            # audio processed, in samples
         self.turn_order = 0
         self.speech: array.array | None = None   # samples of the turn in progress
         self.speech_start = 0       # sample index where it began
+        self.voiced = 0             # samples of it up to the end of its last loud frame
         self.silence_ms = 0
-        self.checked = False        # this pause's end-of-turn check was done (u3-rt-pro)
-        self.last_partial_ms = 0
+        self.checked = False        # this pause's end-of-turn check was done
         self.pending = bytearray()  # samples not yet a whole detector frame
+        # Hearing, on the service's worker: what was heard of the turn (voiced samples,
+        # text), the hearings under way by voiced length, and no partial hearing before
+        # next_partial (so partials take at most half the time).
+        self.heard: tuple[int, str] | None = None
+        self.under_way: dict[int, asyncio.Task[str]] = {}
+        self.next_partial = 0.0
+        self.partial_sent = 0       # voiced samples of the last partial sent
 
     def _configure(self, values: dict[str, Any]) -> None:
         """Turn detection (and u3-rt-pro's prompts) from the query or UpdateConfiguration."""
@@ -313,26 +342,72 @@ class _Session:
             self.keyterms = list(json.loads(terms) if isinstance(terms, str) else terms)
 
     async def run(self) -> None:
+        """Read the client's messages as they come (audio is checked on arrival) and hand
+        them, in order, to :meth:`_process`, which may wait for a turn to be heard without
+        holding up the reading or the loop."""
         expires = datetime.now(timezone.utc) + timedelta(seconds=self.max_session_s)
         await self.ws.send(json.dumps({"type": "Begin", "id": self.id,
                                        "expires_at": int(expires.timestamp())}))
-        async for message in self.ws:
-            if isinstance(message, bytes):
-                error = await self._audio(message)
-                if error:
-                    self.service.count("closed_with_error")
-                    return await _fail(self.ws, *error)
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        processor = asyncio.get_running_loop().create_task(self._process(inbox))
+        try:
+            async for message in self.ws:
+                if isinstance(message, bytes):
+                    error = self._admit(message)
+                    if error:
+                        self.service.count("closed_with_error")
+                        return await _fail(self.ws, *error)
+                    inbox.put_nowait(message)
+                    continue
+                try:
+                    data = json.loads(message)
+                except ValueError:
+                    return await _fail(self.ws, 3006, f"Invalid JSON: {message[:50]}")
+                kind = data.get("type") if isinstance(data, dict) else None
+                if kind is not None:
+                    self.received.messages.append(data)
+                inbox.put_nowait(data if isinstance(data, dict) else {"type": None})
+                if kind == "Terminate":
+                    return await processor
+        finally:
+            processor.cancel()
+            for task in self.under_way.values():
+                task.cancel()
+
+    def _admit(self, chunk: bytes) -> tuple[int, str] | None:
+        """The checks the service makes as audio arrives: frame length, session length and
+        real-time pace."""
+        self.service.count("frames")
+        ms = len(chunk) / 2 / self.rate * 1000
+        if not 50 <= ms <= 1000:
+            return 3007, f"Input duration violation: {ms:.0f} ms. Expected between 50 and 1000 ms"
+        self.received_samples += len(chunk) // 2
+        audio_s = self.received_samples / self.rate
+        wall = time.monotonic() - self.started
+        if wall > self.max_session_s:
+            return 3008, "Session Expired: Maximum session duration exceeded"
+        slack = self.service.realtime_slack_s
+        if slack is not None and audio_s > wall + slack:
+            return 3007, (f"Audio Transmission Rate Exceeded: Received {audio_s:.1f} sec. audio "
+                          f"in {wall:.1f} sec")
+        return None
+
+    async def _process(self, inbox: asyncio.Queue[Any]) -> None:
+        try:
+            await self._work(inbox)
+        except ConnectionClosed:  # the client went away: nothing more to tell it
+            pass
+
+    async def _work(self, inbox: asyncio.Queue[Any]) -> None:
+        while True:
+            item = await inbox.get()
+            if isinstance(item, bytes):
+                await self._audio(item)
                 continue
-            try:
-                data = json.loads(message)
-            except ValueError:
-                return await _fail(self.ws, 3006, f"Invalid JSON: {message[:50]}")
-            kind = data.get("type") if isinstance(data, dict) else None
-            if kind is not None:
-                self.received.messages.append(data)
+            kind = item.get("type")
             if kind == "Terminate":
                 return await self._terminate()
-            error = await self._control(kind, data)
+            error = await self._control(kind, item)
             if error:
                 return await _fail(self.ws, 3006, error)
 
@@ -353,31 +428,18 @@ class _Session:
         self.service.count("terminated")
         await self.ws.send(json.dumps({
             "type": "Termination",
-            "audio_duration_seconds": round(self.samples / self.rate),
+            "audio_duration_seconds": round(self.received_samples / self.rate),
             "session_duration_seconds": round(time.monotonic() - self.started)}))
         await self.ws.close(1000, "")
 
-    async def _audio(self, chunk: bytes) -> tuple[int, str] | None:
-        self.service.count("frames")
-        ms = len(chunk) / 2 / self.rate * 1000
-        if not 50 <= ms <= 1000:
-            return 3007, f"Input duration violation: {ms:.0f} ms. Expected between 50 and 1000 ms"
+    async def _audio(self, chunk: bytes) -> None:
         self.samples += len(chunk) // 2
-        audio_s = self.samples / self.rate
-        wall = time.monotonic() - self.started
-        if wall > self.max_session_s:
-            return 3008, "Session Expired: Maximum session duration exceeded"
-        slack = self.service.realtime_slack_s
-        if slack is not None and audio_s > wall + slack:
-            return 3007, (f"Audio Transmission Rate Exceeded: Received {audio_s:.1f} sec. audio "
-                          f"in {wall:.1f} sec")
         self.pending += chunk
         step = self.rate * FRAME_MS // 1000 * 2
         while len(self.pending) >= step:
             frame = array.array("h", bytes(self.pending[:step]))
             del self.pending[:step]
             await self._frame(frame)
-        return None
 
     async def _frame(self, frame: array.array) -> None:
         peak = max(max(frame), -min(frame))
@@ -386,8 +448,10 @@ class _Session:
             if loud:
                 self.speech = array.array("h", frame)
                 self.speech_start = self.samples - len(self.pending) // 2 - len(frame)
-                self.silence_ms = self.last_partial_ms = 0
+                self.voiced = len(frame)
+                self.silence_ms = self.partial_sent = 0
                 self.checked = False
+                self.heard = None
                 if self.u3:  # only the u3-rt-pro spec has SpeechStarted
                     await self.ws.send(json.dumps({
                         "type": "SpeechStarted",
@@ -397,35 +461,75 @@ class _Session:
         self.speech.extend(frame)
         if loud:
             self.silence_ms, self.checked = 0, False
+            self.voiced = len(self.speech)
         else:
             self.silence_ms += FRAME_MS
-        spoken_ms = len(self.speech) * 1000 // self.rate
-        if self._turn_over():
-            await self._end_turn()
-        elif self.u3 and self.silence_ms >= self.min_silence and not self.checked:
-            # u3-rt-pro: the pause did not end the turn, so a partial says where it stands
-            self.checked = True
-            self.last_partial_ms = spoken_ms
-            await self._send_turn(final=False)
-        elif spoken_ms - self.last_partial_ms >= PARTIAL_EVERY_MS:
-            self.last_partial_ms = spoken_ms
-            await self._send_turn(final=False)
+        await self._progress()
 
-    def _turn_over(self) -> bool:
+    async def _progress(self) -> None:
+        """What the turn needs after a frame, decided from the silence and the words already
+        heard: end it, say where it stands, or have more of it heard."""
         if self.silence_ms >= self.max_silence:
-            return True
-        if self.silence_ms < self.min_silence or self.checked:
-            return False
-        finished = _finished(self._heard())
-        if self.u3:
-            return finished
-        return _eot_confidence(finished, self.silence_ms) >= self.threshold
+            return await self._end_turn()
+        if self.silence_ms >= min(HEAR_AFTER_MS, self.min_silence):
+            self._hear(self.voiced)  # the candidate final text, heard once per pause
+            if self.silence_ms < self.min_silence or self.checked:
+                return
+            text = await self._text()  # waits only when hearing is slower than the pause
+            finished = _finished(text)
+            if self.u3:
+                self.checked = True
+                if finished:
+                    return await self._end_turn()
+                # the pause did not end the turn: a partial says where it stands
+                return await self._send_turn(final=False)
+            if _eot_confidence(finished, self.silence_ms) >= self.threshold:
+                return await self._end_turn()
+            return
+        news_ms = (self.voiced - self.partial_sent) * 1000 // self.rate
+        if (not self.under_way and news_ms >= PARTIAL_EVERY_MS
+                and time.monotonic() >= self.next_partial):
+            self._hear(self.voiced, partial=True)
 
-    def _heard(self) -> str:
-        assert self.speech is not None
-        voiced = self.speech[: max(0, len(self.speech) - self.silence_ms * self.rate // 1000)]
-        return self.service.registry.hear_pcm(voiced.tobytes(), len(voiced) / self.rate,
-                                              service="streaming")
+    def _hear(self, voiced: int, *, partial: bool = False) -> asyncio.Task[str]:
+        """The hearing of the turn's first ``voiced`` samples, started on the service's
+        worker unless it is under way or done."""
+        task = self.under_way.get(voiced)
+        if task is None and self.heard is not None and self.heard[0] == voiced:
+            task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+            task.set_result(self.heard[1])
+        if task is None:
+            assert self.speech is not None
+            task = asyncio.get_running_loop().create_task(
+                self._hearing(self.turn_order, voiced, self.speech[:voiced].tobytes(),
+                              partial))
+            self.under_way[voiced] = task
+        return task
+
+    async def _hearing(self, turn: int, voiced: int, pcm: bytes, partial: bool) -> str:
+        t0 = time.monotonic()
+        try:
+            text = await asyncio.get_running_loop().run_in_executor(
+                self.service.hearing, self.service.hear, pcm)
+        except Exception:  # a recognizer's failure is heard as nothing, not a dead session
+            logging.getLogger("voicenb.sim").exception("hearing a streamed turn failed")
+            text = ""
+        if turn != self.turn_order or self.speech is None:
+            return text  # for a turn that has ended meanwhile
+        self.under_way.pop(voiced, None)
+        self.next_partial = time.monotonic() + (time.monotonic() - t0)
+        if self.heard is None or voiced >= self.heard[0]:
+            self.heard = (voiced, text)
+        if partial and self.silence_ms < min(HEAR_AFTER_MS, self.min_silence):
+            try:
+                await self._send_turn(final=False)
+            except ConnectionClosed:  # the client went away: the session's reader ends it
+                pass
+        return text
+
+    async def _text(self) -> str:
+        """What the voiced part of the turn says, heard (or waited for) now."""
+        return await asyncio.shield(self._hear(self.voiced))
 
     def _words(self, words: list[str], start_ms: int, span: int, final: bool
                ) -> list[dict[str, Any]]:
@@ -434,10 +538,10 @@ class _Session:
                  "word_is_final": final or i < len(words) - 1} for i, w in enumerate(words)]
 
     async def _send_turn(self, *, final: bool) -> None:
-        assert self.speech is not None
-        text = self._heard()
+        assert self.speech is not None and self.heard is not None
+        voiced, text = self.heard
+        self.partial_sent = voiced
         words = text.split()
-        voiced = len(self.speech) - self.silence_ms * self.rate // 1000
         if not final:
             # reveal words as the speech goes on
             expected = max(1, len(words) * 0.35 * self.rate)  # ~0.35 s a word
@@ -454,25 +558,31 @@ class _Session:
             payload["speaker_label"] = "A" if voiced >= self.rate else "UNKNOWN"
         if final and self.language_detection:
             payload.update(language_code="en", language_confidence=0.98)
+        messages = [payload]
         if self.u3:
             if final:  # formatted at once, and certain (the u3-rt-pro spec)
                 payload.update(turn_is_formatted=True, end_of_turn_confidence=1.0,
                                transcript=text, utterance=text,
                                words=self._words(words, start_ms, span, final))
-            return await self.ws.send(json.dumps(payload))
-        finished = _finished(text) and len(words) == len(text.split())
-        payload["end_of_turn_confidence"] = _eot_confidence(finished, self.silence_ms)
-        if final:
-            payload["utterance"] = payload["transcript"]
-        await self.ws.send(json.dumps(payload))
-        if final and self.format_turns:
-            payload.update(turn_is_formatted=True, transcript=text, utterance=text)
-            await self.ws.send(json.dumps(payload))
+        else:
+            finished = _finished(text) and len(words) == len(text.split())
+            payload["end_of_turn_confidence"] = _eot_confidence(finished, self.silence_ms)
+            if final:
+                payload["utterance"] = payload["transcript"]
+                if self.format_turns:
+                    messages.append({**payload, "turn_is_formatted": True,
+                                     "transcript": text, "utterance": text})
+        if final:  # the turn is over before anything is awaited
+            self.service.count("turns")
+            self.turn_order += 1
+            self.speech, self.heard = None, None
+            self.under_way = {}
+        for message in messages:
+            await self.ws.send(json.dumps(message))
 
     async def _end_turn(self) -> None:
+        """Send the turn's final transcript, once its voiced part is heard."""
         if self.speech is None:
             return
+        await self._text()
         await self._send_turn(final=True)
-        self.service.count("turns")
-        self.turn_order += 1
-        self.speech = None
