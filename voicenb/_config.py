@@ -108,7 +108,7 @@ class Settings:
     model: str | None = None
     stt: str | None = None
     home: str | os.PathLike[str] | None = None
-    #: faster-whisper model: a size (base.en), a Hugging Face id, or a local folder
+    #: faster-whisper model: tiny.en (installs with voicenb), a size, a Hugging Face id, a folder
     whisper_model: str | None = None
     #: speech backend of vnb.speak: openai, espeak or auto
     tts: str | None = None

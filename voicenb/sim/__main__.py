@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                              "each time (default 0: their text exactly)")
     parser.add_argument("--no-hear", dest="hear", action="store_false",
                         help="give audio it does not know a placeholder transcript instead "
-                             "of transcribing it on this machine (pocketsphinx/faster-whisper)")
+                             "of transcribing it on this machine (Whisper tiny.en, or pocketsphinx)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.word_error_rate <= 1.0:
         parser.error(f"--word-error-rate must be between 0 and 1, not {args.word_error_rate}")

@@ -279,8 +279,10 @@ def _int(value: Any, default: int) -> int:
 
 
 def _finished(text: str) -> bool:
-    """The simulator's stand-in for the model's judgement that a sentence is complete."""
-    return text.rstrip().endswith((".", "?", "!"))
+    """The simulator's stand-in for the model's judgement that a sentence is complete: it
+    ends with . ? or ! and is more than one word (a recognizer punctuates whatever it hears,
+    so "What?" before a stop consonant's pause would end a turn)."""
+    return text.rstrip().endswith((".", "?", "!")) and len(text.split()) > 1
 
 
 def _eot_confidence(finished: bool, silence_ms: int) -> float:

@@ -23,6 +23,7 @@ import anywidget
 import traitlets
 
 from .._errors import VoicenbError
+from ._hearing import LOADING, preload_for, while_loading
 from ._speaking import SpeaksMixin, both
 from ._worker import Streamed, Worker
 from .recorder import TurnsMixin, bundle
@@ -30,6 +31,9 @@ from .recorder import TurnsMixin, bundle
 if TYPE_CHECKING:  # pragma: no cover
     from ..session import Session
     from ..stt.streaming import TurnEvent
+
+LISTENING = "listening: speak, then pause to end your turn"
+
 
 class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
     """The live widget of a :class:`~voicenb.Session` (use ``session.live()``).
@@ -60,6 +64,7 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
                               idle_timeout=idle_timeout)
         self.on_msg(self._on_msg)
         self._show_turns()
+        preload_for(session.settings)
 
     def __repr__(self) -> str:
         return f"LiveRecorder(session={self.session.name!r}, state={self.state!r})"
@@ -91,7 +96,12 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         with self._rt_lock:
             if self._rt is None:
                 self._open()
-        self._show("listening", "listening: speak, then pause to end your turn")
+        self._listening()
+
+    def _listening(self) -> None:
+        if while_loading(lambda: self.status.startswith(LOADING) and self._listening()):
+            return self._show("listening", f"{LOADING}: speak, every word is kept")
+        self._show("listening", LISTENING)
 
     def _open(self) -> None:
         from ..stt.streaming import RealtimeTranscriber
@@ -118,7 +128,7 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
                 self._open()
             self._rt.send(pcm)  # only queues: the lock is held for no time
         if opened:
-            self._show("listening", "listening: speak, then pause to end your turn")
+            self._listening()
 
     def stop(self) -> None:
         """Flush, end the session with Terminate, and wait for the service to confirm."""

@@ -25,6 +25,7 @@ import traitlets
 
 from .._errors import AudioError, VoicenbError
 from ..audio import Audio, pcm_is_silent, pcm_to_wav
+from ._hearing import LOADING, preload_for, while_loading
 from ._speaking import SpeaksMixin, both
 from ._worker import Streamed, Worker
 
@@ -136,6 +137,7 @@ class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
                               idle_timeout=idle_timeout)
         self.on_msg(self._on_msg)
         self._show_turns()
+        preload_for(session.settings)
 
     def __repr__(self) -> str:
         return f"Recorder(session={self.session.name!r}, state={self.state!r})"
@@ -266,6 +268,9 @@ class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         def on_status(turn: int, status: str) -> None:
             if status == "answering":
                 self.transcript = self.session.turn(turn).transcript or ""
+            if status in ("uploading", "transcribing") and while_loading(
+                    lambda: self.state == status and self._set(status, turn=turn)):
+                return self._set(status, LOADING, turn=turn)
             self._set(status, turn=turn)
 
         shown = Streamed(lambda text: setattr(self, "answer", text))
