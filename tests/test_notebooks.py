@@ -133,7 +133,7 @@ def test_compare_runs_every_variant_and_labels_simulated_figures(workdir):
 
     df = vnb.load_history(workdir / "voicenb-data", experiment="compare")
     assert len(df) == 12 * 5 and (df["status"] == "ok").all(), df["error"].dropna().tolist()
-    assert set(df["simulated"]) == {"stt+llm", "llm"}  # pocketsphinx runs here, for real
+    assert set(df["simulated"]) == {"stt+llm", "llm"}  # Whisper hears here, for real
     assert df.loc[df["variant"] == "aai + mini", "wer"].mean() > 0  # the simulator misheard
     assert "simulated" in text and "image/png" in text and "<audio" in text
     assert "compare.parquet (60, " in text
