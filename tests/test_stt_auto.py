@@ -96,8 +96,14 @@ def test_auto_uses_openai_when_only_its_key_is_set(sim, sample, monkeypatch):
 
 
 def test_auto_without_keys_transcribes_on_this_machine(sample, monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # no Whisper model here
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # nothing downloaded
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = vnb.transcribe(sample, backend="auto")
+    assert t.backend == "whisper" and "capital of France" in t.text  # it installs with voicenb
+
+
+def test_auto_without_keys_or_whisper_uses_pocketsphinx(sample, monkeypatch):
+    monkeypatch.setattr(local, "_installed", lambda package: package == "pocketsphinx")
     t = vnb.transcribe(sample, backend="auto")
     assert t.backend == "sphinx" and t.text
 
@@ -114,8 +120,8 @@ def test_session_records_the_backend_auto_chose(sample, tmp_path, monkeypatch):
         monkeypatch.setenv("OPENAI_BASE_URL", f"{llm.url}/v1")
         s = vnb.Session("auto", home=str(tmp_path / "home"), stt="auto")
         turn = s.ask_audio(sample)
-    assert turn.ok and turn.stt_backend == "sphinx"
-    assert s.history["stt_backend"].tolist() == ["sphinx"]
+    assert turn.ok and turn.stt_backend == "whisper"
+    assert s.history["stt_backend"].tolist() == ["whisper"]
 
 
 def test_session_auto_with_keys_records_assemblyai(sim, sample, tmp_path):

@@ -91,8 +91,9 @@ def _check(seen: dict, home: Path, name: str) -> None:
     df = vnb.load_history(home, session="demo")
     assert df["status"].tolist() == ["ok"]
     row = df.iloc[0]
-    heard = vnb.transcribe(row["audio_path"], backend="sphinx").text
+    heard = vnb.transcribe(row["audio_path"], backend="whisper").text
     assert heard and row["transcript"] == heard  # the local engine's reading of the words
+    assert "capital of France" in heard  # and it hears them right
     assert seen["transcript"] == f"You: {heard}"
     assert abs(sum(row[c] or 0.0 for c in TOP) - row["total_s"]) <= 0.01 * row["total_s"]
     assert Path(row["audio_path"]).is_absolute() and Path(row["audio_path"]).is_file()
