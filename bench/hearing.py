@@ -38,15 +38,23 @@ from ._common import pct, table
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "notebooks" / "samples"
-QUESTIONS = [
+QUESTIONS = [  # 2 to 10 s in espeak-ng's voice
     "What time is it in Tokyo?",
     "How do I make a cup of green tea?",
     "Can you tell me why the sky is blue during the day?",
     "What are three good books to read on a long train journey this summer?",
+    "Which vegetables grow well in a small garden that only gets a few hours of sun?",
+    "How long should I rest between two hard running sessions if I want to get faster "
+    "without getting hurt?",
     "I am planning a trip to Italy next spring. Which cities should I visit if I like "
     "old churches, good food and quiet streets?",
     "My tomato plants have yellow leaves at the bottom. What could be wrong with them, and "
     "what should I do this week to help them recover?",
+    "Could you explain in simple words how a refrigerator keeps the food inside it cold when "
+    "the kitchen around it is warm and the door is opened many times every single day of "
+    "the week?",
+    "What is the difference between a virus and a bacterium, and why do antibiotics help "
+    "against one of them but not against the other one?",
 ]
 FRAME_S = 0.1
 
