@@ -71,6 +71,18 @@ def run_all(page) -> None:
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
 
 
+def start_live(page, jupyter: Jupyter, notebook: str) -> None:
+    """Open ``notebook`` in JupyterLab, run its first cell (which shows a live widget) and
+    press Start listening: from then on the fake microphone is heard."""
+    page.goto(jupyter.lab(notebook))
+    page.wait_for_selector(".jp-Cell .jp-InputArea-editor", timeout=90_000)
+    time.sleep(2)  # let the kernel connect
+    page.click(".jp-Cell .jp-InputArea-editor")
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_selector(".voicenb-live-button", timeout=90_000)
+    page.click(".voicenb-live-button")
+
+
 @contextmanager
 def notebook_run(root: Path, env: dict[str, str], notebook: str, name: str, *,
                  width: int = 1400, height: int = 1000) -> Iterator:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -83,13 +82,7 @@ def test_a_spoken_question_is_heard_answered_aloud_and_interrupted_offline(tmp_p
 
 
 def _converse(page, jupyter) -> None:
-    page.goto(jupyter.lab("hear.ipynb"))
-    page.wait_for_selector(".jp-Cell .jp-InputArea-editor", timeout=90_000)
-    time.sleep(2)
-    page.click(".jp-Cell .jp-InputArea-editor")
-    page.keyboard.press("Shift+Enter")
-    page.wait_for_selector(".voicenb-live-button", timeout=90_000)
-    page.click(".voicenb-live-button")
+    harness.start_live(page, jupyter, "hear.ipynb")
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator(".jp-Cell").first.screenshot(path=str(ARTIFACTS / "hearing-started.png"))
     page.wait_for_function("window.__voicenbSpeaker && window.__voicenbSpeaker.state === "

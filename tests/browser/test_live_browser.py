@@ -35,13 +35,7 @@ def test_live_widget_streams_the_microphone_and_answers_a_turn(tmp_path):
             with harness.chromium(MIC) as browser:
                 page = browser.new_page(viewport={"width": 1100, "height": 800})
                 try:
-                    page.goto(jupyter.lab("live.ipynb"))
-                    page.wait_for_selector(".jp-Cell .jp-InputArea-editor", timeout=90_000)
-                    time.sleep(2)
-                    page.click(".jp-Cell .jp-InputArea-editor")
-                    page.keyboard.press("Shift+Enter")
-                    page.wait_for_selector(".voicenb-live-button", timeout=90_000)
-                    page.click(".voicenb-live-button")
+                    harness.start_live(page, jupyter, "live.ipynb")
                     page.wait_for_selector(".voicenb-live-status[data-state=listening]",
                                            timeout=30_000)
                     page.wait_for_function(

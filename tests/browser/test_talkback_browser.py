@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -77,13 +76,7 @@ def test_an_answer_is_read_aloud_and_stops_when_spoken_over(tmp_path):
 
 
 def _converse(page, jupyter) -> dict:
-    page.goto(jupyter.lab("talk.ipynb"))
-    page.wait_for_selector(".jp-Cell .jp-InputArea-editor", timeout=90_000)
-    time.sleep(2)
-    page.click(".jp-Cell .jp-InputArea-editor")
-    page.keyboard.press("Shift+Enter")
-    page.wait_for_selector(".voicenb-live-button", timeout=90_000)
-    page.click(".voicenb-live-button")
+    harness.start_live(page, jupyter, "talk.ipynb")
     # the first sentence of the answer plays in the page
     page.wait_for_function("window.__voicenbSpeaker && window.__voicenbSpeaker.state === "
                            "'playing'", timeout=60_000)

@@ -249,8 +249,8 @@ def _not_available(name: str, why: str) -> ConfigError:
         f"  - or copy a Hugging Face cache holding it (the folder "
         f"models--{_hub_id(name).replace('/', '--')}) from a connected machine into "
         f"{_hf_cache()}" + (bundled if name != DEFAULT_WHISPER_MODEL else "") + "\n"
-        f"Or transcribe with backend='sphinx' (pip install 'voicenb[sphinx]'), which ships its "
-        f"model and needs no download.")
+        "Or transcribe with backend='sphinx' (pip install 'voicenb[sphinx]'), which ships its "
+        "model and needs no download.")
 
 
 def _hub_id(name: str) -> str:
