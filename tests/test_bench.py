@@ -28,3 +28,4 @@ def test_benchmarks_run_and_print_their_ratios():
     assert "barge-in stop in the page (hushAt -> stoppedAt)" in out.stdout
     assert "ratio whisper / sphinx (WER)" in out.stdout
     assert "ratio heard / registered (end of speech -> final, median)" in out.stdout
+    assert "ratio pieces / whole file (peak memory)" in out.stdout

@@ -484,11 +484,17 @@ class WhisperTranscriber(_LocalTranscriber):
                           speech_model=self.model_name)
 
     def _decode(self, model: Any, samples: Any, **options: Any) -> str:
-        options.setdefault("without_timestamps", len(samples) <= 30 * 16000)
+        short = len(samples) <= 30 * 16000  # one window of Whisper's
+        options.setdefault("without_timestamps", short)
         options.setdefault("condition_on_previous_text", False)
+        # Over one window, faster-whisper's voice detector skips the stretches without
+        # speech: faster, and Whisper makes nothing up in them.
+        options.setdefault("vad_filter", not short)
         try:
             segments, _info = model.transcribe(samples, **options)
-            return " ".join(s.text.strip() for s in segments)
+            # a segment of noise comes back as lone punctuation (". . .")
+            return " ".join(s.text.strip() for s in segments
+                            if any(c.isalnum() for c in s.text))
         except TypeError as exc:
             raise ConfigError(f"backend='whisper' does not take that option: {exc}.") from None
 
