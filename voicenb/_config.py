@@ -56,6 +56,7 @@ _ENV = {
     "assemblyai_api": "VOICENB_ASSEMBLYAI_API",
     "prices": "VOICENB_PRICES",
     "history_url": "VOICENB_HISTORY_URL",
+    "reasoning_effort": "VOICENB_REASONING_EFFORT",
 }
 _SECRET_FIELDS = ("assemblyai_api_key", "openai_api_key")
 
@@ -125,6 +126,9 @@ class Settings:
     #: where the history is: a SQLite file, or postgresql://user:password@host/db for a
     #: server a team shares; unset: <home>/history.sqlite
     history_url: str | os.PathLike[str] | None = None
+    #: reasoning_effort sent to OpenAI's reasoning models (GPT-5 family, o-series) that take
+    #: it; unset: each model's default. Other models never get it.
+    reasoning_effort: str | None = None
     #: seconds to connect, and to wait for each response
     connect_timeout: float = 10.0
     read_timeout: float = 60.0

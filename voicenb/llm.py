@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import _openai
+from . import _chat_models, _openai
 from ._config import Settings, resolve
 from ._errors import ConfigError, ServiceError
 
@@ -82,6 +82,11 @@ class Chat:
         self.settings = resolve(settings, model=model, openai_api_key=api_key,
                                 openai_base_url=base_url)
         self.model = self.settings.model
+        effort = self.settings.reasoning_effort
+        if effort is not None and effort not in _chat_models.EFFORTS:
+            raise ConfigError(f"reasoning_effort={effort!r} (Settings or "
+                              f"VOICENB_REASONING_EFFORT) is not one of "
+                              f"{', '.join(_chat_models.EFFORTS)}.")
         self.system = system
         self.max_history = max_history
         self.history_tokens = history_tokens
@@ -156,8 +161,19 @@ class Chat:
         """Forget the conversation."""
         self.history.clear()
 
+    def _openai_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = _chat_models.adapt(self.model, params, self.settings.reasoning_effort)
+        if (why := _chat_models.refused(self.model, params)) is not None:
+            raise ConfigError(f"{self.model!r} does not take that request: {why[0]} Leave "
+                              f"{why[2]!r} out (reasoning models choose their own sampling), "
+                              "or ask a model that takes it.")
+        return params
+
     def _complete(self, messages: list[dict[str, str]], *, stream: bool,
                   on_token: Callable[[str], None] | None, **params: Any) -> Answer:
+        if _chat_models.known(self.model):  # OpenAI's own: what it refuses is refused here,
+            # before anything is paid (another server's models are its business)
+            params = self._openai_params(params)
         display = _live_display() if stream else None
         pieces: list[str] = []
         usage = None

@@ -23,12 +23,12 @@ from email.parser import BytesParser
 from email.policy import default as default_policy
 from typing import Any
 
+from .._chat_models import CHAT_MODELS, known, refused
 from .._errors import AudioError
 from ..audio import Audio, pcm_to_wav
 from ._registry import Registry
 from ._server import App, Request, Response
 
-CHAT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-5-mini")
 #: CreateTranscriptionRequest.model's enum (plus the 2025-03-20 snapshot on OpenAI's model
 #: page), each with the response formats it returns (AudioResponseFormat: only whisper-1 has
 #: srt, vtt and verbose_json; only the diarize model has diarized_json)
@@ -183,9 +183,11 @@ class OpenAIService:
                                 "invalid_request_error", "missing_required_parameter",
                                 "messages")
         model = body.get("model")
-        if model not in CHAT_MODELS:
+        if not isinstance(model, str) or not known(model):
             return openai_error(404, f"The model `{model}` does not exist or you do not have "
                                      "access to it.", "invalid_request_error", "model_not_found")
+        if (why := refused(model, body)) is not None:
+            return openai_error(400, why[0], "invalid_request_error", why[1], why[2])
         messages = body["messages"]
         prompt_tokens = sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages)
         if prompt_tokens > self.context_window:
