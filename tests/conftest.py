@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import wave
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,16 @@ def clean_env(monkeypatch, tmp_path):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture(autouse=True)
+def speech_models_alive(monkeypatch):
+    """OpenAI shuts its speech models down on 2027-01-06 (vnb.tts.SHUTDOWN): tests run on a
+    day before it, whatever the calendar says, unless they move the clock themselves."""
+    from voicenb import tts
+
+    monkeypatch.setattr(tts, "today", lambda: date(2026, 12, 1))
+    monkeypatch.setattr(tts, "_shutdown_warned", set())
 
 
 @pytest.fixture

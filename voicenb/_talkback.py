@@ -191,6 +191,8 @@ class Speaker:
         self._cfg = resolve(settings, tts=backend)
         self._backend = tts.backend_for(self._cfg)
         self._model_name = "espeak" if self._backend == "espeak" else model or tts.DEFAULT_MODEL
+        if self._backend == "openai":  # a model past its shutdown is refused before a word
+            tts.check_model(self._model_name)
         self._send, self._voice, self._model = send, voice, model
         self._on_all_sent = on_all_sent
         self._cond = threading.Condition()

@@ -17,8 +17,10 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 import wave
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,44 @@ from ._errors import ConfigError, ModelNotFoundError, ServiceError, VoicenbError
 from .audio import Audio, pcm_to_wav
 
 __all__ = ["speak", "play", "BACKENDS", "DEFAULT_MODEL", "DEFAULT_VOICE", "Speech",
-           "backend_for", "speak_wav"]
+           "backend_for", "speak_wav", "check_model", "SHUTDOWN"]
 
 log = logging.getLogger("voicenb")
 
 BACKENDS = ("openai", "espeak", "auto")
 DEFAULT_MODEL = "gpt-4o-mini-tts"
+#: OpenAI's speech models and the day OpenAI shuts them down (its notice of 2026-10-01 on its
+#: deprecations page, as AssemblyAI's OpenAI-to-AssemblyAI TTS migration guide of 2026-11-03
+#: reports it). Assumption: the dated snapshots of gpt-4o-mini-tts go with it.
+SHUTDOWN = {model: date(2027, 1, 6) for model in (
+    "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15",
+    "gpt-4o-mini-tts-2025-03-20")}
+SWITCH_TO = ("speak offline with espeak-ng (backend='espeak', VOICENB_TTS=espeak), or with "
+             "OpenAI's realtime models, which its audio.speech endpoint does not serve")
+
+
+def today() -> date:
+    """Today in UTC: what the shutdown dates are compared with (tests set the clock here)."""
+    return datetime.now(timezone.utc).date()
+
+
+_shutdown_warned: set[str] = set()
+
+
+def check_model(model: str) -> None:
+    """Refuse an OpenAI speech model from its shutdown day on, with what to switch to; before
+    it, warn once per model that the day is coming."""
+    day = SHUTDOWN.get(model)
+    if day is None:
+        return
+    if today() >= day:
+        raise ConfigError(f"OpenAI shut its speech model {model!r} down on {day}: it no longer "
+                          f"answers. Switch: {SWITCH_TO}.")
+    if model not in _shutdown_warned:
+        _shutdown_warned.add(model)
+        warnings.warn(f"OpenAI shuts its speech model {model!r} down on {day}; from then on "
+                      f"voicenb refuses it. Before then, {SWITCH_TO}.", FutureWarning,
+                      stacklevel=3)
 DEFAULT_VOICE = "alloy"
 TTS_ENV = "VOICENB_TTS"
 #: seconds espeak-ng may take for one text
@@ -73,6 +107,7 @@ def speak(
             raise ConfigError("backend='espeak' takes only text and voice= (not model= or "
                               f"{', '.join(options) or 'options'}).")
         return _espeak(text, voice)
+    check_model(model or DEFAULT_MODEL)
     return _openai_speech(text, voice or DEFAULT_VOICE, model or DEFAULT_MODEL, cfg, options)
 
 
@@ -106,8 +141,9 @@ def backend_for(cfg: Settings) -> str:
         raise ConfigError(f"Unknown speech backend {cfg.tts!r}. Choose one of: "
                           f"{', '.join(BACKENDS)} (backend= argument, Settings(tts=...) or "
                           f"{TTS_ENV}).")
-    if cfg.tts == "auto":
-        return "openai" if cfg.openai_api_key else "espeak"
+    if cfg.tts == "auto":  # OpenAI while its default speech model lives
+        alive = today() < SHUTDOWN[DEFAULT_MODEL]
+        return "openai" if cfg.openai_api_key and alive else "espeak"
     return cfg.tts
 
 
@@ -160,6 +196,7 @@ def speak_wav(text: str, backend: str | None = None, voice: str | None = None,
         source = "espeak-ng"
     else:
         name = model or DEFAULT_MODEL
+        check_model(name)
         data, ttfb = _openai_wav(text, voice or DEFAULT_VOICE, name, cfg)
         source = _openai.SERVICE
     wav, seconds = _clean_wav(data, source)

@@ -27,13 +27,14 @@ class SpeaksMixin(traitlets.HasTraits):
 
     def _init_speaking(self, speak: bool | str) -> None:
         from .._config import resolve
-        from ..tts import backend_for
+        from ..tts import DEFAULT_MODEL, backend_for, check_model
 
         self.speak = bool(speak)
         #: the speech backend ("espeak", "openai"...; None: Settings.tts)
         self.voice = speak if isinstance(speak, str) else None
-        if speak:  # an unknown backend is said now, not at the first answer
-            backend_for(resolve(self.session.settings, tts=self.voice))
+        if speak:  # an unknown backend, or a speech model shut down, is said now
+            if backend_for(resolve(self.session.settings, tts=self.voice)) == "openai":
+                check_model(DEFAULT_MODEL)
         self._front = False  # no page has shown the widget yet: nothing could be played
         self._speaker: Any = None  # the answer being read aloud now, and its id
         self._answer_id = 0
