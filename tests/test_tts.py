@@ -73,7 +73,7 @@ def test_speech_errors_are_retried_by_the_sdk(sim):
 
 def test_speak_without_an_openai_key_names_every_way_to_set_it():
     with pytest.raises(vnb.ConfigError) as info:
-        vnb.speak(ANSWER)
+        vnb.speak(ANSWER, backend="openai")
     assert "OPENAI_API_KEY" in str(info.value) and ".env" in str(info.value)
 
 

@@ -35,7 +35,7 @@ DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_STT = "assemblyai"
 DEFAULT_HOME = "voicenb-data"
 DEFAULT_WHISPER_MODEL = "tiny.en"  # installs with the whisper, demo and dev extras
-DEFAULT_TTS = "openai"
+DEFAULT_TTS = "auto"  # OpenAI while its speech models live and its key is set, else espeak-ng
 
 # field -> environment variable
 _ENV = {
@@ -111,7 +111,7 @@ class Settings:
     home: str | os.PathLike[str] | None = None
     #: faster-whisper model: tiny.en (installs with voicenb), a size, a Hugging Face id, a folder
     whisper_model: str | None = None
-    #: speech backend of vnb.speak: openai, espeak or auto
+    #: speech backend of vnb.speak: openai, espeak or auto (the default)
     tts: str | None = None
     #: AssemblyAI pre-recorded models, comma-separated in priority order ("default": the
     #: account's default), the Sync API's model, and the streaming model

@@ -92,11 +92,12 @@ def speak(
     >>> clip.format, round(clip.duration, 1)                                 # doctest: +SKIP
     ('mp3', 2.3)
 
-    ``backend`` is ``"openai"`` (default, or ``VOICENB_TTS``: OpenAI's ``audio.speech``, model
-    ``gpt-4o-mini-tts``, voice ``alloy``; ``options`` such as ``response_format="wav"``,
-    ``speed=`` or ``instructions=`` go to the API), ``"espeak"`` (espeak-ng on this machine,
-    no network; ``voice`` is an espeak voice such as ``en-us`` or ``fr``) or ``"auto"``
-    (OpenAI when ``OPENAI_API_KEY`` is set, else espeak-ng).
+    ``backend`` is ``"openai"`` (OpenAI's ``audio.speech``, model ``gpt-4o-mini-tts``, voice
+    ``alloy``; ``options`` such as ``response_format="wav"``, ``speed=`` or ``instructions=``
+    go to the API), ``"espeak"`` (espeak-ng on this machine, no network; ``voice`` is an
+    espeak voice such as ``en-us`` or ``fr``) or ``"auto"`` (the default, or
+    ``VOICENB_TTS``: OpenAI when ``OPENAI_API_KEY`` is set and its speech model has not been
+    shut down, else espeak-ng).
     """
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("There is no text to speak: pass a non-empty string.")
