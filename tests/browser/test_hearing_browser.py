@@ -21,7 +21,9 @@ from . import harness
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 FIRST = "What time is it in Tokyo?"
-SECOND = "How do I make a cup of green tea?"
+#: Whisper tiny.en hears these two in espeak-ng's voice alike at every alignment and level the
+#: page may send (32 of 32 tried); "a cup of green tea" it hears as "a cut on" one time in three
+SECOND = "How do I make green tea?"
 
 pytestmark = pytest.mark.skipif(
     not (Path(harness.CHROMIUM).exists() and shutil.which("espeak-ng"))

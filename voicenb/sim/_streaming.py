@@ -19,7 +19,8 @@ What it hears: a simple energy detector finds speech; a turn whose samples occur
 registered clip gets that clip's text, anything else is heard by the local engine (Whisper)
 or gets the registry's text for unknown audio. Hearing never runs in the event loop: it runs
 on one worker thread, so frames keep being read while a turn is heard. While someone speaks,
-the turn so far is heard again for a partial at most as often as hearing it takes (so hearing
+the turn so far (with :data:`LEAD_MS` of audio either side of its loud part) is heard
+again for a partial at most as often as hearing it takes (so hearing
 takes at most half the time, and a long turn costs time linear in its length); after
 :data:`HEAR_AFTER_MS` of silence the voiced part is heard once more, and that text is both
 the candidate final transcript and what the end of the turn is judged on. When a turn ends,
@@ -57,6 +58,9 @@ SPEECH_LEVEL = 300     # peak amplitude (of 32767) that counts as speech
 PARTIAL_EVERY_MS = 300
 #: silence after which the words of the turn so far are heard as its candidate final text
 HEAR_AFTER_MS = 100
+#: audio heard before the first loud frame and after the last one: a detector finds a word's
+#: loud part, and a recognizer given only that mishears its soft onset ("cup of" as "cut on")
+LEAD_MS = 200
 #: the ``speech_model`` values of the two specs' enums (usm-streaming, usm-streaming-u3-pro)
 UNIVERSAL_MODELS = ("universal-streaming-english", "universal-streaming-multilingual",
                     "whisper-rt")
@@ -318,6 +322,8 @@ class _Session:
         self.turn_order = 0
         self.speech: array.array | None = None   # samples of the turn in progress
         self.speech_start = 0       # sample index where it began
+        self.before = array.array("h")  # the last LEAD_MS of audio before a turn
+        self.lead = b""             # what came just before the turn's first loud frame
         self.voiced = 0             # samples of it up to the end of its last loud frame
         self.silence_ms = 0
         self.checked = False        # this pause's end-of-turn check was done
@@ -447,7 +453,11 @@ class _Session:
         peak = max(max(frame), -min(frame))
         loud = peak > SPEECH_LEVEL
         if self.speech is None:
-            if loud:
+            if not loud:
+                self.before.extend(frame)
+                del self.before[: max(0, len(self.before) - self.rate * LEAD_MS // 1000)]
+            else:
+                self.lead, self.before = self.before.tobytes(), array.array("h")
                 self.speech = array.array("h", frame)
                 self.speech_start = self.samples - len(self.pending) // 2 - len(frame)
                 self.voiced = len(frame)
@@ -502,9 +512,10 @@ class _Session:
             task.set_result(self.heard[1])
         if task is None:
             assert self.speech is not None
+            tail = voiced + self.rate * LEAD_MS // 1000
             task = asyncio.get_running_loop().create_task(
-                self._hearing(self.turn_order, voiced, self.speech[:voiced].tobytes(),
-                              partial))
+                self._hearing(self.turn_order, voiced,
+                              self.lead + self.speech[:tail].tobytes(), partial))
             self.under_way[voiced] = task
         return task
 
