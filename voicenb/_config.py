@@ -20,6 +20,9 @@ from ._errors import ConfigError, remember_secret
 DEFAULT_ASSEMBLYAI_BASE_URL = "https://api.assemblyai.com"
 DEFAULT_ASSEMBLYAI_STREAMING_URL = "wss://streaming.assemblyai.com"
 DEFAULT_ASSEMBLYAI_SYNC_URL = "https://sync.assemblyai.com"
+#: AssemblyAI's text-to-speech host (US data zone; https://tts.eu.assemblyai.com keeps text in
+#: the EU), the name the SDK gives it: settings.tts_base_url, ASSEMBLYAI_TTS_BASE_URL
+DEFAULT_ASSEMBLYAI_TTS_URL = "https://tts.us.assemblyai.com"
 #: Pre-recorded models in priority order (see the README: pinned so every account, new or
 #: existing, runs the same model before and after AssemblyAI's 2026-12-08 default change, with
 #: universal-2 for the languages assemblyai-stt-3-7 does not cover). "default" sends none.
@@ -35,7 +38,9 @@ DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_STT = "assemblyai"
 DEFAULT_HOME = "voicenb-data"
 DEFAULT_WHISPER_MODEL = "tiny.en"  # installs with the whisper, demo and dev extras
-DEFAULT_TTS = "auto"  # OpenAI while its speech models live and its key is set, else espeak-ng
+#: AssemblyAI when its key is set, else OpenAI while its speech models live and its key is set,
+#: else espeak-ng
+DEFAULT_TTS = "auto"
 
 # field -> environment variable
 _ENV = {
@@ -43,6 +48,7 @@ _ENV = {
     "assemblyai_base_url": "ASSEMBLYAI_BASE_URL",
     "assemblyai_streaming_url": "ASSEMBLYAI_STREAMING_URL",
     "assemblyai_sync_url": "ASSEMBLYAI_SYNC_URL",
+    "assemblyai_tts_url": "ASSEMBLYAI_TTS_BASE_URL",
     "openai_api_key": "OPENAI_API_KEY",
     "openai_base_url": "OPENAI_BASE_URL",
     "model": "VOICENB_MODEL",
@@ -50,6 +56,8 @@ _ENV = {
     "home": "VOICENB_HOME",
     "whisper_model": "VOICENB_WHISPER_MODEL",
     "tts": "VOICENB_TTS",
+    "tts_voice": "VOICENB_TTS_VOICE",
+    "tts_language": "VOICENB_TTS_LANGUAGE",
     "speech_models": "VOICENB_SPEECH_MODELS",
     "sync_model": "VOICENB_SYNC_MODEL",
     "streaming_model": "VOICENB_STREAMING_MODEL",
@@ -104,6 +112,9 @@ class Settings:
     assemblyai_streaming_url: str | None = None
     #: the Sync API's host; unset while ``assemblyai_base_url`` points elsewhere: no Sync API
     assemblyai_sync_url: str | None = None
+    #: AssemblyAI's text-to-speech host; unset while ``assemblyai_base_url`` points elsewhere
+    #: (a simulator, a proxy): then no text goes to AssemblyAI's own host
+    assemblyai_tts_url: str | None = None
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     model: str | None = None
@@ -111,8 +122,14 @@ class Settings:
     home: str | os.PathLike[str] | None = None
     #: faster-whisper model: tiny.en (installs with voicenb), a size, a Hugging Face id, a folder
     whisper_model: str | None = None
-    #: speech backend of vnb.speak: openai, espeak or auto (the default)
+    #: speech backend of vnb.speak and of answers read aloud: assemblyai, openai, espeak or
+    #: auto (the default)
     tts: str | None = None
+    #: the voice that reads answers (the backend's own names: aai-jane, alloy, en-us...) and
+    #: the language it speaks (AssemblyAI: english, spanish, german, french, italian,
+    #: portuguese); unset: the backend's default
+    tts_voice: str | None = None
+    tts_language: str | None = None
     #: AssemblyAI pre-recorded models, comma-separated in priority order ("default": the
     #: account's default), the Sync API's model, and the streaming model
     speech_models: str | None = None
@@ -163,6 +180,9 @@ class Settings:
                 out.assemblyai_base_url.rstrip("/") == DEFAULT_ASSEMBLYAI_BASE_URL)):
             # Audio only goes to the sync host when the REST host is AssemblyAI's own too.
             out = dataclasses.replace(out, assemblyai_sync_url=DEFAULT_ASSEMBLYAI_SYNC_URL)
+        if out.assemblyai_tts_url is None and (out.assemblyai_base_url is None or (
+                out.assemblyai_base_url.rstrip("/") == DEFAULT_ASSEMBLYAI_BASE_URL)):
+            out = dataclasses.replace(out, assemblyai_tts_url=DEFAULT_ASSEMBLYAI_TTS_URL)
         defaults = {
             "assemblyai_base_url": DEFAULT_ASSEMBLYAI_BASE_URL,
             "assemblyai_streaming_url": DEFAULT_ASSEMBLYAI_STREAMING_URL,

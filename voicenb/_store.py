@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from ._config import Settings, resolve
 from ._errors import ConfigError, MissingDependencyError, ServiceError, redact, remember_secret
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: The history schema of DESIGN.md: table and DataFrame columns, in this order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -76,15 +76,21 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("tts_model", "TEXT"),       # what spoke it: "espeak", "gpt-4o-mini-tts"...
     ("tts_ttfb_s", "REAL"),      # the first sentence: synthesis request -> first audio byte
     ("spoken_chars", "INTEGER"),  # characters of the answer actually played
+    # schema 7: which backend and voice read the answer, and (by the service's word timings)
+    # how many of its words were heard before the person spoke over it
+    ("tts_backend", "TEXT"),     # "assemblyai", "openai", "espeak"
+    ("tts_voice", "TEXT"),       # "aai-jane", "alloy", "en"...
+    ("words_heard", "INTEGER"),  # None: no word timings (a backend without them)
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 FLOATS = tuple(n for n, t in COLUMNS if t.startswith("REAL") and n != "started_at")
-INTS = ("polls", "prompt_tokens", "completion_tokens", "spoken_chars")
+INTS = ("polls", "prompt_tokens", "completion_tokens", "spoken_chars", "words_heard")
 STRINGS = tuple(n for n, t in COLUMNS if t.startswith("TEXT"))
 #: the schema version that added each column (the rest are schema 1's)
 ADDED_IN = {**dict.fromkeys(("setup_s", "wait_s", "overhead_s"), 2), "speech_model": 3,
             **dict.fromkeys(NAMES[NAMES.index("experiment"):NAMES.index("first_token_s")], 4),
-            **dict.fromkeys(NAMES[NAMES.index("first_token_s"):], 5)}
+            **dict.fromkeys(NAMES[NAMES.index("first_token_s"):NAMES.index("tts_backend")], 5),
+            **dict.fromkeys(NAMES[NAMES.index("tts_backend"):], 7)}
 
 #: A turn still in one of these stages is in progress (or was, if its process died).
 STAGES = ("started", "uploading", "transcribing", "answering")

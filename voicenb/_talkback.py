@@ -33,8 +33,9 @@ from typing import Any
 from . import tts
 from ._config import Settings, resolve
 from ._errors import VoicenbError
+from .audio import pcm_to_wav
 
-__all__ = ["Speaker", "Spoken", "sentences"]
+__all__ = ["Speaker", "StreamSpeaker", "Spoken", "sentences"]
 
 log = logging.getLogger("voicenb")
 
@@ -142,8 +143,12 @@ class Spoken:
     tts_model: str | None  # "espeak", "gpt-4o-mini-tts"...; None: nothing was synthesised
     tts_ttfb_s: float | None  # first sentence: synthesis request -> first audio byte
     first_audio_at: float | None  # time.monotonic() when the player said audio started
-    sentences: int  # synthesised and sent
+    sentences: int  # synthesised and sent (clips of audio, on a streamed voice)
     error: str | None  # a synthesis failure (the text answer stands; speaking stopped)
+    backend: str | None = None  # "assemblyai", "openai", "espeak"
+    voice: str | None = None  # the voice that read it ("aai-jane", "alloy", espeak's default)
+    #: words of the answer heard, by the service's word timings (None: no timings)
+    words_heard: int | None = None
 
 
 @dataclass
@@ -193,7 +198,10 @@ class Speaker:
         self._model_name = "espeak" if self._backend == "espeak" else model or tts.DEFAULT_MODEL
         if self._backend == "openai":  # a model past its shutdown is refused before a word
             tts.check_model(self._model_name)
-        self._send, self._voice, self._model = send, voice, model
+        self._send, self._voice, self._model = send, voice or self._cfg.tts_voice, model
+        self._voice_name = self._voice or {"openai": tts.DEFAULT_VOICE,
+                                           "assemblyai": tts.assemblyai.DEFAULT_VOICE,
+                                           "espeak": "en"}.get(self._backend)
         self._on_all_sent = on_all_sent
         self._cond = threading.Condition()
         # held while a sentence is sent: cancel() waits it out, so that once cancel()
@@ -442,7 +450,8 @@ class Speaker:
                       interrupted=self._barged and not self._played_through(),
                       tts_model=self._model_name if self._tried else None,
                       tts_ttfb_s=self._ttfb, first_audio_at=self._first_audio_at,
-                      sentences=len(self._sent), error=self._error)
+                      sentences=len(self._sent), error=self._error,
+                      backend=self._backend, voice=self._voice_name)
 
     def _heard(self, seq: int, sent: _Sent) -> int:
         seconds = (self._played or {}).get(seq, 0.0)
@@ -451,3 +460,257 @@ class Speaker:
         if seconds >= sent.seconds - FULLY_PLAYED_SLACK_S or sent.seconds <= 0:
             return sent.chars
         return int(sent.chars * seconds / sent.seconds)  # the sentence cut off, pro rata
+
+
+# -- a streamed voice: AssemblyAI's WebSocket session -------------------------------------------
+
+#: the first clip of an answer goes to the page as soon as this much audio is in (the sooner
+#: it plays, the sooner the person hears the answer); later clips gather this much (fewer
+#: messages; the page schedules them back to back, so their size makes no gap)
+FIRST_CLIP_MS = 60
+CLIP_MS = 240
+#: how long result() waits for the word timings of a request whose audio was heard (the
+#: service sends them just after the request's FlushDone, best effort)
+WORDS_WAIT_S = 1.0
+_PCM_BYTES_PER_MS = tts.assemblyai.SAMPLE_RATE * 2 // 1000
+# markup a voice should not read out, blanked to spaces so that every character keeps its
+# place: the service's words are the request text's whitespace tokens, found back in the answer
+_BLANKED = str.maketrans({c: " " for c in "*`#"})
+
+
+@dataclass
+class _Request:
+    """One request of an answer on the session: a flush id and the answer text it covers."""
+
+    flush_id: int
+    start: int  # answer characters [start, end)
+    end: int
+    offset_ms: float | None = None  # where its audio starts in the answer's audio
+    audio_bytes: int = 0
+    done: bool = False  # its FlushDone came
+    #: (answer characters up to the end of the word, the word's end in the answer's audio ms)
+    words: list[tuple[int, float]] | None = None
+
+    @property
+    def audio_ms(self) -> float:
+        return self.audio_bytes / _PCM_BYTES_PER_MS
+
+
+class StreamSpeaker(Speaker):
+    """Speaks one answer through a conversation's AssemblyAI session
+    (:class:`voicenb.tts.assemblyai.Voice`): every piece of the answer goes into the session
+    as it streams (``Generate``), each complete sentence ends a request (``Flush``), audio is
+    handed to ``send(seq, wav)`` in short clips as it arrives, and a barge-in sends
+    ``Cancel`` on the same session. The same methods and outcome as :class:`Speaker`; what
+    was heard comes from the service's word timings: ``spoken_chars`` ends at the last word
+    whose end played before the stop, and :attr:`Spoken.words_heard` counts those words.
+
+    >>> voice = tts.assemblyai.Voice(settings)                       # doctest: +SKIP
+    >>> speaker = StreamSpeaker(send, voice)                         # doctest: +SKIP
+    >>> chat.ask(question, on_token=speaker.feed); speaker.finish()  # doctest: +SKIP
+    """
+
+    def __init__(self, send: Callable[[int, bytes], None], voice: Any, *,
+                 settings: Settings | None = None,
+                 on_all_sent: Callable[[int], None] | None = None) -> None:
+        super().__init__(send, backend="assemblyai", voice=voice.voice, settings=settings,
+                         on_all_sent=on_all_sent)
+        self._model_name = voice.model
+        self._session = voice
+        self._requests: list[_Request] = []
+        self._by_id: dict[int, _Request] = {}
+        self._sent_upto = 0  # answer characters generated into the session
+        self._request_start = 0  # where the request being written starts
+        self._pcm = bytearray()  # audio not yet sent to the page
+        self._audio_ms = 0.0  # of the answer, received
+        self._clip_starts: list[float] = []  # each clip's start in the answer's audio, ms
+        self._generated_at: float | None = None
+        voice.listen(self)
+
+    def __repr__(self) -> str:
+        return (f"StreamSpeaker(voice={self._voice!r}, requests={len(self._requests)}, "
+                f"clips={len(self._sent)}, finished={self._finished})")
+
+    # -- the answer in (the lock is held) ---------------------------------------------------
+
+    def _take(self, *, final: bool) -> None:
+        text = "".join(self._text)
+        try:
+            found, start = _cut(text[self._request_start:], final)
+            if found:  # one or more sentences are complete: they end a request
+                end = self._request_start + start
+                self._generate(text[self._sent_upto:end])
+                self._flush(end)
+            if self._sent_upto < len(text):
+                self._generate(text[self._sent_upto:])  # the next request, at once
+            if final and self._sent_upto > self._request_start:
+                self._flush(self._sent_upto)  # a tail with nothing to say: say nothing
+        except VoicenbError as exc:
+            self._fail(len(self._sent), str(exc))
+
+    def _generate(self, text: str) -> None:
+        if not text:
+            return
+        if self._generated_at is None:
+            self._generated_at = time.monotonic()
+        self._session.generate(text.translate(_BLANKED))
+        self._sent_upto += len(text)
+
+    def _flush(self, end: int) -> None:
+        request = _Request(self._session.flush(), self._request_start, end)
+        self._requests.append(request)
+        self._by_id[request.flush_id] = request
+        self._request_start = end
+
+    def _synthesised_all(self) -> bool:
+        return (self._finished and not self._stopped and self._sent_upto == self._request_start
+                and all(r.done for r in self._requests))
+
+    def _stop(self) -> None:
+        if not self._cancelled and not self._synthesised_all():
+            self._session.cancel()  # the request in flight, queued ones, unflushed text
+        super()._stop()
+
+    # -- the session's events, on its reader thread -----------------------------------------
+
+    def on_audio(self, flush_id: int, pcm: bytes) -> None:
+        with self._cond:
+            request = self._by_id.get(flush_id)
+            if request is None or self._stopped or not pcm:
+                return
+            if request.offset_ms is None:
+                request.offset_ms = self._audio_ms
+            request.audio_bytes += len(pcm)
+            self._audio_ms += len(pcm) / _PCM_BYTES_PER_MS
+            if self._ttfb is None and self._generated_at is not None:
+                self._ttfb = time.monotonic() - self._generated_at
+            self._pcm += pcm
+            enough = (FIRST_CLIP_MS if not self._sent else CLIP_MS) * _PCM_BYTES_PER_MS
+            clip = self._take_clip() if len(self._pcm) >= enough else None
+        if clip is not None:
+            self._deliver_clip(*clip)
+
+    def on_flush_done(self, flush_id: int, audio_ms: int) -> None:
+        with self._cond:
+            request = self._by_id.get(flush_id)
+            if request is None:
+                return
+            request.done = True
+            clip = self._take_clip() if self._pcm and not self._stopped else None
+            self._cond.notify_all()
+        if clip is not None:
+            self._deliver_clip(*clip)
+        with self._cond:
+            count = self._claim_all_sent()
+        self._tell_all_sent(count)
+
+    def on_words(self, flush_id: int, audio_start_ms: int,
+                 words: list[tuple[str, int, int]]) -> None:
+        with self._cond:
+            request = self._by_id.get(flush_id)
+            if request is None or request.offset_ms is None:
+                return
+            text = "".join(self._text)[request.start:request.end].translate(_BLANKED)
+            tokens = [(m.group(), request.start + m.end()) for m in re.finditer(r"\S+", text)]
+            timed: list[tuple[int, float]] = []
+            at = 0
+            for word, _start, end in words:
+                # the service's words are the request's whitespace tokens, verbatim
+                j = next((k for k in range(at, len(tokens)) if tokens[k][0] == word), None)
+                if j is None:
+                    continue
+                at = j + 1
+                timed.append((tokens[j][1], request.offset_ms + end - audio_start_ms))
+            request.words = timed
+            self._cond.notify_all()
+
+    def on_error(self, message: str) -> None:
+        with self._cond:
+            if self._stopped or self._synthesised_all():
+                return
+            self._fail(len(self._sent), message)
+            count = self._claim_all_sent()
+        self._tell_all_sent(count)
+
+    def _take_clip(self) -> tuple[bytes, float]:
+        """The audio gathered for the page, and where it starts (the lock is held)."""
+        pcm = bytes(self._pcm)
+        self._pcm.clear()
+        return pcm, self._audio_ms - len(pcm) / _PCM_BYTES_PER_MS
+
+    def _deliver_clip(self, pcm: bytes, start_ms: float) -> None:
+        with self._send_lock:
+            with self._cond:
+                if self._stopped:
+                    return
+                seq = len(self._sent)
+                self._sent.append(_Sent(0, len(pcm) / (_PCM_BYTES_PER_MS * 1000)))
+                self._clip_starts.append(start_ms)
+                self._progress_at = time.monotonic()
+                self._tried = True
+            try:
+                self._send(seq, pcm_to_wav(pcm, rate=tts.assemblyai.SAMPLE_RATE))
+            except Exception as exc:  # noqa: BLE001 - whatever the widget's send raises
+                with self._cond:
+                    self._sent.pop()
+                    self._clip_starts.pop()
+                    self._fail(seq, f"the player could not be sent it ({type(exc).__name__}: "
+                                    f"{exc})")
+
+    # -- the outcome ------------------------------------------------------------------------
+
+    def result(self, timeout: float | None = None, *, idle: float | None = None) -> Spoken:
+        super().result(timeout, idle=idle)
+        deadline = time.monotonic() + WORDS_WAIT_S
+        with self._cond:
+            # word timings of requests whose audio was heard come just after their FlushDone
+            while (left := deadline - time.monotonic()) > 0 and any(
+                    r.done and r.words is None and r.audio_bytes for r in self._heard_requests()):
+                self._cond.wait(left)
+            return self._spoken()
+
+    def _heard_ms(self) -> float:
+        """How far into the answer's audio the person heard it."""
+        if self._played is not None:
+            return max((self._clip_starts[seq] + seconds * 1000
+                        for seq, seconds in self._played.items() if seq < len(self._sent)),
+                       default=0.0)
+        if self._played_through():
+            return self._audio_ms
+        started = 0 if self._last_playing is None else self._last_playing + 1
+        return sum(sent.seconds for sent in self._sent[:started]) * 1000
+
+    def _heard_requests(self) -> list[_Request]:
+        heard = self._heard_ms()
+        return [r for r in self._requests if r.offset_ms is not None and r.offset_ms < heard]
+
+    def _spoken(self) -> Spoken:
+        spoken = super()._spoken()
+        if not self._requests:
+            return spoken
+        text = spoken.text
+        heard_ms, chars, words, exact = self._heard_ms(), 0, 0, True
+        for request in self._requests:
+            if request.offset_ms is None or request.offset_ms >= heard_ms:
+                break
+            if request.words is None:  # no timings (cancelled mid-way): by its audio played
+                exact = False
+                part = (heard_ms - request.offset_ms) / max(request.audio_ms, 1e-9)
+                if part >= 1.0:
+                    chars = request.end
+                    continue
+                head = text[request.start:request.start + int((request.end - request.start)
+                                                              * part)]
+                whole = head[:len(head) - len(re.split(r"\s", head)[-1])].rstrip()
+                chars = request.start + len(whole) if whole else chars
+                break
+            heard = [end for end, end_ms in request.words if end_ms <= heard_ms + 1e-6]
+            words += len(heard)
+            chars = heard[-1] if heard else chars
+            if len(heard) < len(request.words):
+                break
+        if self._played_through() and self._sent:
+            chars = len(text)  # all of it, trailing blanks and markup included
+        spoken.spoken_chars = min(chars, len(text))
+        spoken.words_heard = words if exact else None
+        return spoken

@@ -92,6 +92,9 @@ class Turn:
     tts_model: str | None = None
     tts_ttfb_s: float | None = None
     spoken_chars: int | None = None
+    tts_backend: str | None = None
+    tts_voice: str | None = None
+    words_heard: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -407,14 +410,17 @@ class Pipeline:
 
     def spoken(self, turn: int, *, spoken_chars: int, interrupted: bool,
                tts_model: str | None = None, tts_ttfb_s: float | None = None,
-               first_audio_s: float | None = None) -> None:
+               first_audio_s: float | None = None, tts_backend: str | None = None,
+               tts_voice: str | None = None, words_heard: int | None = None) -> None:
         """Record how an answered turn was read aloud; when the person spoke over it, the
         turn is ``barged_in`` and the conversation remembers only the part that was heard."""
         row = self.store.get(self.name, turn)
         if row is None or row["status"] not in ANSWERED:
             return
         fields: dict[str, Any] = dict(spoken_chars=spoken_chars, tts_model=tts_model,
-                                      tts_ttfb_s=tts_ttfb_s, first_audio_s=first_audio_s)
+                                      tts_ttfb_s=tts_ttfb_s, first_audio_s=first_audio_s,
+                                      tts_backend=tts_backend, tts_voice=tts_voice,
+                                      words_heard=words_heard)
         if interrupted:
             fields["status"] = "barged_in"
         self.update(turn, **fields)

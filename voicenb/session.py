@@ -162,7 +162,8 @@ class Session:
                                  live=live)
         turn = self.turn(number)
         if (self.speak if speak is None else speak) and turn.answer:
-            self._say(turn.answer)
+            if self._say(turn.answer, number):
+                turn = self.turn(number)
         return turn
 
     def live_upload(self) -> LiveUpload | None:
@@ -201,14 +202,17 @@ class Session:
 
     def record_speech(self, turn: int, *, spoken_chars: int, interrupted: bool = False,
                       tts_model: str | None = None, tts_ttfb_s: float | None = None,
-                      first_audio_s: float | None = None) -> Turn:
+                      first_audio_s: float | None = None, tts_backend: str | None = None,
+                      tts_voice: str | None = None, words_heard: int | None = None) -> Turn:
         """Record how turn ``turn``'s answer was read aloud (the live widget does this):
-        the characters heard, what spoke them, the first sentence's time to first byte and
-        the end of speech -> first audio time. ``interrupted``: the person spoke over it, so
-        the turn becomes ``barged_in`` and the conversation remembers only what was heard."""
+        the characters heard, what spoke them (backend, model, voice), the first audio's
+        time to first byte, the end of speech -> first audio time and, with word timings,
+        the words heard. ``interrupted``: the person spoke over it, so the turn becomes
+        ``barged_in`` and the conversation remembers only what was heard."""
         self._turns.spoken(turn, spoken_chars=spoken_chars, interrupted=interrupted,
                            tts_model=tts_model, tts_ttfb_s=tts_ttfb_s,
-                           first_audio_s=first_audio_s)
+                           first_audio_s=first_audio_s, tts_backend=tts_backend,
+                           tts_voice=tts_voice, words_heard=words_heard)
         return self.turn(turn)
 
     def ask_many(self, items: Iterable[AudioLike], *, concurrency: int = 32,
@@ -251,12 +255,23 @@ class Session:
         self._turns.run_many(works, concurrency=concurrency, progress=progress)
         return [self.turn(n) for n in numbers]
 
-    def _say(self, text: str) -> None:
-        from .tts import play, speak
+    def _say(self, text: str, turn: int) -> bool:
+        """Read the answer aloud and record what read it; False when it could not be."""
+        from . import tts
 
         backend = self.speak if isinstance(self.speak, str) else None
         try:
-            play(speak(text, backend=backend, settings=self.settings))
+            cfg = resolve(self.settings, tts=backend)
+            chosen = tts.backend_for(cfg)
+            tts.play(tts.speak(text, backend=backend, settings=self.settings))
         except VoicenbError as exc:
             warnings.warn(f"The answer is recorded but could not be spoken: {exc}",
                           RuntimeWarning, stacklevel=3)
+            return False
+        model = {"assemblyai": tts.assemblyai.MODEL, "openai": tts.DEFAULT_MODEL}.get(
+            chosen, "espeak")
+        voice = cfg.tts_voice or {"assemblyai": tts.assemblyai.DEFAULT_VOICE,
+                                  "openai": tts.DEFAULT_VOICE}.get(chosen, "en")
+        self.record_speech(turn, spoken_chars=len(text), tts_backend=chosen,
+                           tts_model=model, tts_voice=voice)
+        return True

@@ -27,14 +27,20 @@ class SpeaksMixin(traitlets.HasTraits):
 
     def _init_speaking(self, speak: bool | str) -> None:
         from .._config import resolve
-        from ..tts import DEFAULT_MODEL, backend_for, check_model
+        from ..tts import DEFAULT_MODEL, assemblyai, backend_for, check_model
 
         self.speak = bool(speak)
-        #: the speech backend ("espeak", "openai"...; None: Settings.tts)
+        #: the speech backend ("assemblyai", "espeak", "openai"...; None: Settings.tts)
         self.voice = speak if isinstance(speak, str) else None
-        if speak:  # an unknown backend, or a speech model shut down, is said now
-            if backend_for(resolve(self.session.settings, tts=self.voice)) == "openai":
+        #: AssemblyAI: the conversation's text-to-speech session, opened at its first answer
+        self._voice_session: Any = None
+        if speak:  # an unknown backend, voice or language, or a model shut down, is said now
+            cfg = resolve(self.session.settings, tts=self.voice)
+            backend = backend_for(cfg)
+            if backend == "openai":
                 check_model(DEFAULT_MODEL)
+            elif backend == "assemblyai":
+                self._voice_session = assemblyai.Voice(cfg)
         self._front = False  # no page has shown the widget yet: nothing could be played
         self._speaker: Any = None  # the answer being read aloud now, and its id
         self._answer_id = 0
@@ -58,18 +64,25 @@ class SpeaksMixin(traitlets.HasTraits):
 
     def _new_speaker(self) -> Any:
         """A Speaker for the next answer, or None when answers are not read aloud here."""
-        from .._talkback import Speaker
+        from .._talkback import Speaker, StreamSpeaker
 
         if not (self.speak and self._front):
             return None
         self._answer_id += 1
         answer = self._answer_id
-        speaker = Speaker(
-            lambda seq, wav: self.send({"type": "say", "answer": answer, "seq": seq},
-                                       buffers=[wav]),
-            on_all_sent=lambda count: self.send({"type": "said", "answer": answer,
-                                                 "count": count}),
-            backend=self.voice, settings=self.session.settings)
+
+        def send(seq: int, wav: bytes) -> None:
+            self.send({"type": "say", "answer": answer, "seq": seq}, buffers=[wav])
+
+        def all_sent(count: int) -> None:
+            self.send({"type": "said", "answer": answer, "count": count})
+
+        if self._voice_session is not None:
+            speaker: Any = StreamSpeaker(send, self._voice_session, on_all_sent=all_sent,
+                                         settings=self.session.settings)
+        else:
+            speaker = Speaker(send, on_all_sent=all_sent, backend=self.voice,
+                              settings=self.session.settings)
         self._speaker = speaker
         return speaker
 
@@ -83,7 +96,35 @@ class SpeaksMixin(traitlets.HasTraits):
         first = spoken.first_audio_at - spoken_at if spoken.first_audio_at else None
         return self.session.record_speech(
             turn.turn, spoken_chars=spoken.spoken_chars, interrupted=spoken.interrupted,
-            tts_model=spoken.tts_model, tts_ttfb_s=spoken.tts_ttfb_s, first_audio_s=first)
+            tts_model=spoken.tts_model, tts_ttfb_s=spoken.tts_ttfb_s, first_audio_s=first,
+            tts_backend=spoken.backend, tts_voice=spoken.voice,
+            words_heard=spoken.words_heard)
+
+    def _warm_voice(self) -> None:
+        """Open the conversation's text-to-speech session in the background (its first
+        answer then does not wait for the handshake); a failure is said at that answer."""
+        voice = self._voice_session
+        if voice is None:
+            return
+
+        def run() -> None:
+            try:
+                voice.open()
+            except Exception as exc:  # noqa: BLE001 - said again when an answer needs it
+                import logging
+
+                logging.getLogger("voicenb").info("voicenb: opening the voice failed: %s",
+                                                  exc)
+
+        import threading
+
+        threading.Thread(target=run, name="voicenb-voice-open", daemon=True).start()
+
+    def _close_voice(self) -> None:
+        """End the conversation's text-to-speech session (the widget stopped)."""
+        voice, self._voice_session = self._voice_session, None
+        if voice is not None:
+            voice.close()
 
     def hush(self) -> None:
         """The person started speaking: if an answer is being read aloud, stop it."""

@@ -113,6 +113,7 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         # The model's client (and its memory) is made while the person speaks: made here it
         # held up the stream, and every turn after would trail the speaker by as much.
         threading.Thread(target=self._warm_chat, name="voicenb-live-chat", daemon=True).start()
+        self._warm_voice()
 
     def _warm_chat(self) -> None:
         try:
@@ -136,6 +137,9 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
             rt, self._rt = self._rt, None
         if rt is None:
             return
+        # the voice's session ends once the last answer has been read (not under it)
+        threading.Thread(target=lambda: (self._worker.wait(120), self._close_voice()),
+                         name="voicenb-live-voice", daemon=True).start()
         try:
             rt.close()
             if self.state == "listening":

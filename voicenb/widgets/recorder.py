@@ -164,6 +164,7 @@ class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
             old, self._live = self._live, live
         if old is not None:
             old.abort()
+        self._warm_voice()  # the answer's voice connects while the person speaks
         if live is None:  # no upload while speaking: at least open the connection now
             threading.Thread(target=self.session.warm, daemon=True).start()
         self.hush()  # Record pressed while an answer is read aloud: the person speaks over it
@@ -211,6 +212,7 @@ class Recorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
             live, self._live, self._pcm = self._live, None, None
         if live is not None:
             live.abort()
+        self._close_voice()
         super().close()
 
     def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:

@@ -1,11 +1,15 @@
-"""Text to speech: :func:`speak` through OpenAI's ``audio.speech``, or espeak-ng offline; and
+"""Text to speech, three backends behind one call: :func:`speak` through AssemblyAI
+(:mod:`voicenb.tts.assemblyai`, ``assemblyai-tts-1``), OpenAI's ``audio.speech`` (until its
+speech models shut down on 2027-01-06: :data:`SHUTDOWN`), or espeak-ng offline; and
 :func:`play`, which plays a clip once in a notebook or through the speakers in a terminal.
 
 >>> clip = vnb.speak("Paris is the capital of France.")              # doctest: +SKIP
+>>> clip = vnb.speak("Bonjour.", backend="assemblyai", language="french")  # doctest: +SKIP
 >>> clip = vnb.speak("Bonjour.", backend="espeak", voice="fr")       # doctest: +SKIP
 
 :func:`speak_wav` says one sentence of a spoken answer as a WAV file and times its first
-audio byte (``voicenb._talkback`` speaks answers sentence by sentence as they stream).
+audio byte (``voicenb._talkback`` speaks answers sentence by sentence as they stream, or, on
+AssemblyAI, token by token through one WebSocket session per conversation).
 """
 
 from __future__ import annotations
@@ -24,17 +28,18 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import _openai
-from ._config import Settings, resolve
-from ._errors import ConfigError, ModelNotFoundError, ServiceError, VoicenbError
-from .audio import Audio, pcm_to_wav
+from .. import _openai
+from .._config import Settings, resolve
+from .._errors import ConfigError, ModelNotFoundError, ServiceError, VoicenbError
+from ..audio import Audio, pcm_to_wav
+from . import assemblyai
 
 __all__ = ["speak", "play", "BACKENDS", "DEFAULT_MODEL", "DEFAULT_VOICE", "Speech",
            "backend_for", "speak_wav", "check_model", "SHUTDOWN"]
 
 log = logging.getLogger("voicenb")
 
-BACKENDS = ("openai", "espeak", "auto")
+BACKENDS = ("assemblyai", "openai", "espeak", "auto")
 DEFAULT_MODEL = "gpt-4o-mini-tts"
 #: OpenAI's speech models and the day OpenAI shuts them down (its notice of 2026-10-01 on its
 #: deprecations page, as AssemblyAI's OpenAI-to-AssemblyAI TTS migration guide of 2026-11-03
@@ -42,8 +47,9 @@ DEFAULT_MODEL = "gpt-4o-mini-tts"
 SHUTDOWN = {model: date(2027, 1, 6) for model in (
     "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15",
     "gpt-4o-mini-tts-2025-03-20")}
-SWITCH_TO = ("speak offline with espeak-ng (backend='espeak', VOICENB_TTS=espeak), or with "
-             "OpenAI's realtime models, which its audio.speech endpoint does not serve")
+SWITCH_TO = ("speak with AssemblyAI (backend='assemblyai', VOICENB_TTS=assemblyai, with "
+             "ASSEMBLYAI_API_KEY), offline with espeak-ng (backend='espeak'), or with OpenAI's "
+             "realtime models, which its audio.speech endpoint does not serve")
 
 
 def today() -> date:
@@ -81,6 +87,7 @@ def speak(
     model: str | None = None,
     settings: Settings | None = None,
     *,
+    language: str | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
     **options: Any,
@@ -88,21 +95,35 @@ def speak(
     """Say ``text``; return the speech as an :class:`Audio` (it is not played: see
     :func:`play`, or ``Session(speak=True)``).
 
-    >>> clip = vnb.speak("Paris is the capital of France.", voice="coral")   # doctest: +SKIP
+    >>> clip = vnb.speak("Paris is the capital of France.", backend="assemblyai")  # doctest: +SKIP
     >>> clip.format, round(clip.duration, 1)                                 # doctest: +SKIP
-    ('mp3', 2.3)
+    ('wav', 2.3)
 
-    ``backend`` is ``"openai"`` (OpenAI's ``audio.speech``, model ``gpt-4o-mini-tts``, voice
-    ``alloy``; ``options`` such as ``response_format="wav"``, ``speed=`` or ``instructions=``
-    go to the API), ``"espeak"`` (espeak-ng on this machine, no network; ``voice`` is an
-    espeak voice such as ``en-us`` or ``fr``) or ``"auto"`` (the default, or
-    ``VOICENB_TTS``: OpenAI when ``OPENAI_API_KEY`` is set and its speech model has not been
-    shut down, else espeak-ng).
+    ``backend`` is ``"assemblyai"`` (AssemblyAI's ``assemblyai-tts-1`` over HTTP; ``voice``
+    one of :data:`voicenb.tts.assemblyai.VOICES`, default ``aai-jane``; ``language`` one of
+    english, spanish, german, french, italian, portuguese; a text over 5,000 characters is
+    said in pieces), ``"openai"`` (OpenAI's ``audio.speech``, model ``gpt-4o-mini-tts``,
+    voice ``alloy``, until OpenAI shuts it down on 2027-01-06; ``options`` such as
+    ``response_format="wav"``, ``speed=`` or ``instructions=`` go to the API), ``"espeak"``
+    (espeak-ng on this machine, no network; ``voice`` is an espeak voice such as ``en-us``
+    or ``fr``) or ``"auto"`` (the default, or ``VOICENB_TTS``: AssemblyAI when
+    ``ASSEMBLYAI_API_KEY`` is set, else OpenAI when ``OPENAI_API_KEY`` is set and its speech
+    model has not been shut down, else espeak-ng). ``voice`` and ``language`` default to
+    ``VOICENB_TTS_VOICE`` and ``VOICENB_TTS_LANGUAGE``.
     """
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("There is no text to speak: pass a non-empty string.")
     cfg = resolve(settings, openai_api_key=api_key, openai_base_url=base_url, tts=backend)
     backend = backend_for(cfg)
+    voice = voice or cfg.tts_voice
+    if backend == "assemblyai":
+        if model not in (None, assemblyai.MODEL) or options:
+            raise ConfigError("backend='assemblyai' takes text, voice= and language= (not "
+                              f"{'model=' if model else ', '.join(options)}).")
+        return assemblyai.synthesize(text, cfg, voice, language or cfg.tts_language)
+    if language is not None:
+        raise ConfigError(f"language= is for backend='assemblyai'; with {backend!r} choose a "
+                          "voice that speaks it (voice=).")
     if backend == "espeak":
         if model is not None or options:
             raise ConfigError("backend='espeak' takes only text and voice= (not model= or "
@@ -133,17 +154,21 @@ def _openai_speech(text: str, voice: str, model: str, cfg: Settings,
 
 
 def backend_for(cfg: Settings) -> str:
-    """The speech backend ``cfg.tts`` names, ``"auto"`` decided: ``"openai"`` or ``"espeak"``.
+    """The speech backend ``cfg.tts`` names, ``"auto"`` decided: ``"assemblyai"`` when its key
+    (and a text-to-speech host) is set, else ``"openai"`` while its key is set and its speech
+    model lives, else ``"espeak"``.
 
-    >>> backend_for(Settings(tts="auto"))      # no OPENAI_API_KEY here   # doctest: +SKIP
+    >>> backend_for(Settings(tts="auto"))      # no key here            # doctest: +SKIP
     'espeak'
     """
     if cfg.tts not in BACKENDS:
         raise ConfigError(f"Unknown speech backend {cfg.tts!r}. Choose one of: "
                           f"{', '.join(BACKENDS)} (backend= argument, Settings(tts=...) or "
                           f"{TTS_ENV}).")
-    if cfg.tts == "auto":  # OpenAI while its default speech model lives
-        alive = today() < SHUTDOWN[DEFAULT_MODEL]
+    if cfg.tts == "auto":
+        if cfg.assemblyai_api_key and cfg.assemblyai_tts_url:
+            return "assemblyai"
+        alive = today() < SHUTDOWN[DEFAULT_MODEL]  # OpenAI while its speech model lives
         return "openai" if cfg.openai_api_key and alive else "espeak"
     return cfg.tts
 
@@ -188,13 +213,18 @@ def speak_wav(text: str, backend: str | None = None, voice: str | None = None,
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("There is no text to speak: pass a non-empty string.")
     cfg = resolve(settings, tts=backend)
-    if backend_for(cfg) == "espeak":
+    chosen = backend_for(cfg)
+    voice = voice or cfg.tts_voice
+    if chosen == "espeak":
         if model is not None:
             raise ConfigError("backend='espeak' takes only text and voice= (not model=).")
         name, started = "espeak", time.monotonic()
         data = _espeak(text, voice).read()
         ttfb = time.monotonic() - started
         source = "espeak-ng"
+    elif chosen == "assemblyai":
+        name, source = assemblyai.MODEL, assemblyai.SERVICE
+        data, ttfb = assemblyai.stream_wav(text, cfg, voice, cfg.tts_language)
     else:
         name = model or DEFAULT_MODEL
         check_model(name)
@@ -290,7 +320,7 @@ def play(audio: Audio, *, blocking: bool = True) -> str:
     through the speakers with ``sounddevice`` (``pip install 'voicenb[speak]'``); without it
     nothing plays and a warning says so, once.
     """
-    from ._frontend import in_notebook
+    from .._frontend import in_notebook
 
     if in_notebook():
         _play_in_notebook(audio)
