@@ -49,8 +49,8 @@ import voicenb as vnb
 from ._common import clips, sim_jobs, sim_process, table
 
 VARIANTS = {
-    "aai + mini": dict(stt="assemblyai", model="gpt-4o-mini"),
-    "aai + terse": dict(stt="assemblyai", model="gpt-4o-mini", system="Answer in one sentence."),
+    "aai + mini": dict(stt="assemblyai", model="gpt-5.4-mini"),
+    "aai + terse": dict(stt="assemblyai", model="gpt-5.4-mini", system="Answer in one sentence."),
     "openai + 4o": dict(stt="openai", model="gpt-4o"),
 }
 #: a short clip takes AssemblyAI about 1.7 s; 32 jobs at once (voicenb's concurrency=32);

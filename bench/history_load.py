@@ -25,13 +25,14 @@ def fill(store: vnb.HistoryStore, n: int) -> None:
     now = time.time()
     rows = [("bench", i, now + i, "ok" if i % 20 else "error", None if i % 20 else "boom",
              f"audio/{i:064x}.wav", 2.5, f"{i:064x}", "assemblyai", f"id-{i}",
-             "What is the capital of France?", 0.93, 0.05, 1.6, 4, 1.7, "gpt-4o-mini",
+             "What is the capital of France?", 0.93, 0.05, 1.6, 4, 1.7, "gpt-5.4-mini",
              "What is the capital of France?", "Paris is the capital of France. " * 4, 0.3,
              1.2, 42, 31, 3.0, 0.0, 0.0, 0.1, "assemblyai-stt-3-7",
              None if i % 3 else "bench-exp", None if i % 3 else "a + mini",
              "What is the capital of France?", 0.0, 0.000123, "stt+llm",
              1.65, None if i % 3 else 2.1, None if i % 3 else "espeak",
-             None if i % 3 else 0.03, None if i % 3 else 120)
+             None if i % 3 else 0.03, None if i % 3 else 120,
+             None if i % 3 else "espeak", None if i % 3 else "en", None)
             for i in range(1, n + 1)]
     assert len(rows[0]) == len(NAMES), "a new history column: give it a value here"
     with store._write() as db:  # one transaction, executemany (SQLAlchemy Core, any engine)

@@ -31,7 +31,7 @@ def run(n: int = 20, ttft: float = 0.2, token_rate: float = 100.0) -> dict:
             t0 = time.monotonic()
             first = None
             stream = sdk.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": f"question {i}"}],
+                model="gpt-5.4-mini", messages=[{"role": "user", "content": f"question {i}"}],
                 stream=True, stream_options={"include_usage": True})
             tokens = 0
             for chunk in stream:

@@ -69,7 +69,7 @@ def run(turns: int = 1000, fault_rate: float = 0.1, error_rate: float = 0.1, see
             for i, clip in enumerate(clips):
                 sim.register(clip, f"Question {i}: what is {i} times {i}?")
             session = vnb.Session("soak", home=str(Path(tmp) / "home"), stt="assemblyai",
-                                  model="gpt-4o-mini", settings=settings)
+                                  model="gpt-5.4-mini", settings=settings)
             t0 = time.monotonic()
             before = session.ask_many(clips, progress=False)
             faulty_s = time.monotonic() - t0

@@ -42,7 +42,7 @@ def test_defaults_when_nothing_is_set():
     s = resolve()
     assert s.assemblyai_base_url == "https://api.assemblyai.com"
     assert s.assemblyai_streaming_url == "wss://streaming.assemblyai.com"
-    assert s.model == "gpt-4o-mini"
+    assert s.model == "gpt-5.4-mini"
     assert str(s.home) == "voicenb-data"
 
 

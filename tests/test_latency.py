@@ -148,10 +148,10 @@ def test_a_turn_costs_its_speech_seconds_and_tokens_at_the_shipped_prices(sim, t
     session = vnb.Session("s", home=tmp_path)
     turn = session.ask_audio(sample)  # a short clip: the Sync API's universal-3-5-pro
     assert (turn.stt_backend, turn.speech_model, turn.llm_model) == (
-        "assemblyai-sync", "universal-3-5-pro", "gpt-4o-mini")
-    # $0.30 an hour of audio; gpt-4o-mini $0.15 / $0.60 per million tokens in / out
-    expected = (turn.audio_s / 3600 * 0.30 + turn.prompt_tokens * 0.15e-6
-                + turn.completion_tokens * 0.60e-6)
+        "assemblyai-sync", "universal-3-5-pro", "gpt-5.4-mini")
+    # $0.30 an hour of audio; gpt-5.4-mini $0.75 / $4.50 per million tokens in / out
+    expected = (turn.audio_s / 3600 * 0.30 + turn.prompt_tokens * 0.75e-6
+                + turn.completion_tokens * 4.50e-6)
     assert turn.cost_usd == pytest.approx(expected, rel=1e-12)
     s = vnb.summary(session.history)
     assert s.cost["total"] == pytest.approx(expected) and s.cost["turns priced"] == 1
@@ -188,3 +188,26 @@ def test_an_answer_spoken_over_is_barged_in_and_remembered_as_heard(sim, tmp_pat
     assert s.voice.loc["end of speech -> first answer audio", "count"] == 2
     assert s.voice.loc["end of speech -> first answer audio", "p50"] == pytest.approx(1.0)
     assert "voice to voice" in repr(s)
+
+
+def test_a_schema_6_store_gains_the_speaking_columns_keeping_every_row(tmp_path, sim):
+    """Schema 7 appends tts_backend, tts_voice and words_heard; a store written before it
+    (they are dropped here, as schema 6 had none) migrates in place."""
+    home = tmp_path / "six"
+    session = vnb.Session("s", home=home)
+    session.ask_text("What is the capital of France?")
+    session.store.close()
+    db = sqlite3.connect(home / "history.sqlite")
+    for column in ("tts_backend", "tts_voice", "words_heard"):
+        db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
+    db.execute("PRAGMA user_version = 6")
+    db.execute("UPDATE voicenb_schema SET version = 6")
+    rows = db.execute("SELECT * FROM turns").fetchall()
+    db.commit()
+    db.close()
+    df = vnb.load_history(home)
+    assert tuple(df.columns) == NAMES and len(df) == len(rows) == 1
+    assert df[["tts_backend", "tts_voice", "words_heard"]].isna().all().all()
+    after = sqlite3.connect(home / "history.sqlite")
+    assert after.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert [r[:len(rows[0])] for r in after.execute("SELECT * FROM turns")] == rows

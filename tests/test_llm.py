@@ -18,7 +18,7 @@ def fast(**kw) -> vnb.Settings:
 def test_ask_returns_the_answer_with_model_tokens_and_timings(sim):
     a = vnb.ask(QUESTION)
     assert a.text.startswith("(simulated answer) You asked: \u201cWhat is the capital of France?")
-    assert a.model == "gpt-4o-mini"
+    assert a.model == "gpt-5.4-mini"
     assert a.prompt_tokens > 0 and a.completion_tokens > 0
     assert 0 < a.ttft_s < a.llm_s
     assert sim.stats["chat_completions"] == 1

@@ -7,13 +7,15 @@ import dataclasses
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import voicenb as vnb
-from voicenb._config import resolve
+from voicenb._chat_models import CHAT_MODELS
+from voicenb._config import DEFAULT_MODEL, resolve
 from voicenb.pricing import AS_OF, Prices
 
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -133,10 +135,12 @@ def test_an_unknown_model_makes_the_cost_unknown_and_is_named(prices):
     assert prices.explain(turn()) is None
 
 
-def test_assemblyai_stt_3_7_has_no_published_price_yet(prices):
+def test_assemblyai_stt_3_7_is_priced_on_an_assumption_that_says_so(prices):
+    # 90 s at $0.21/h = 0.00525; the tokens as above: 0.0003
     row = turn(speech_model="assemblyai-stt-3-7")
-    assert prices.turn_cost(row) is None
-    assert prices.missing(row) == ["stt assemblyai/assemblyai-stt-3-7"]
+    assert prices.turn_cost(row) == pytest.approx(0.00555)
+    entry = prices.entries[("stt", "assemblyai/assemblyai-stt-3-7")]
+    assert entry.note.startswith("ASSUMPTION: ") and entry.source.startswith("https://")
 
 
 def test_tokens_without_a_model_name_are_not_guessed(prices):
@@ -146,9 +150,9 @@ def test_tokens_without_a_model_name_are_not_guessed(prices):
 
 
 def test_an_unpriced_speech_model_is_named_with_its_backend(prices):
-    row = turn(stt_backend="openai", speech_model="gpt-4o-mini-transcribe", tts_model="mystery",
+    row = turn(stt_backend="openai", speech_model="gpt-9-transcribe", tts_model="mystery",
                spoken_chars=10)
-    assert prices.missing(row) == ["stt openai/gpt-4o-mini-transcribe", "tts mystery"]
+    assert prices.missing(row) == ["stt openai/gpt-9-transcribe", "tts mystery"]
 
 
 # -- overrides -------------------------------------------------------------------------------------
@@ -187,8 +191,8 @@ def test_an_override_without_a_source_is_attributed_to_its_file(tmp_path):
     # the shipped universal-2 entry still wins over the backend-wide one: 90 s at $0.15/h
     assert prices.turn_cost(turn(prompt_tokens=None, completion_tokens=None)) == \
         pytest.approx(0.00375)
-    # any other AssemblyAI model now falls back to $0.01/min: 90 s = 0.015
-    row = turn(speech_model="assemblyai-stt-3-7", prompt_tokens=None, completion_tokens=None)
+    # any AssemblyAI model the table lacks now falls back to $0.01/min: 90 s = 0.015
+    row = turn(speech_model="universal-9", prompt_tokens=None, completion_tokens=None)
     assert prices.turn_cost(row) == pytest.approx(0.015)
     assert prices.table().query("key == 'assemblyai/*'")["source"].tolist() == [str(path)]
 
@@ -273,8 +277,9 @@ def test_every_shipped_price_is_dated_and_cites_a_page(prices):
     assert table["source"].str.startswith("https://").all()
     assert table["as_of"].str.match(DATE).all()
     assert (table["as_of"] <= AS_OF).all() and DATE.match(AS_OF)
-    # a price dated before 2026 must say so next to it; none is
-    assert (table["as_of"] >= "2026-01-01").all()
+    # a price dated before 2026 says next to it that it is an assumption
+    old = table[table["as_of"] < "2026-01-01"]
+    assert old["note"].str.startswith("ASSUMPTION: ").all()
 
 
 def test_the_table_lists_each_rate_with_its_unit(prices):
@@ -293,3 +298,100 @@ def test_prices_are_never_changed_in_place(prices):
         prices.entries = {}
     with pytest.raises(TypeError):
         prices.entries[("llm", "gpt-9")] = prices.entries[("llm", "gpt-4o")]
+
+
+# -- every model voicenb names has a price ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+#: a model name as a word: not part of a longer name, nor a path in a URL
+NAME = re.compile(r"(?<![\w./-])(gpt-[\w.-]*\w|o[134](?:-mini)?|chatgpt-4o-latest)(?![\w-])")
+
+
+def chat_models_named_in_the_docs() -> dict[str, set[str]]:
+    """Every OpenAI chat model name the README, the notebooks, the benchmarks and voicenb's own
+    modules name, and where (OpenAI's whole list in _chat_models and the simulator aside)."""
+    files = [ROOT / "README.md", *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("bench/*.py"),
+             *ROOT.glob("bench/*.md"),
+             *(p for p in (ROOT / "voicenb").rglob("*.py")
+               if "sim" not in p.relative_to(ROOT / "voicenb").parts
+               and p.name != "_chat_models.py")]
+    named: dict[str, set[str]] = {}
+    for path in files:
+        for match in NAME.finditer(path.read_text(encoding="utf-8")):
+            if match.group(1) in CHAT_MODELS:
+                named.setdefault(match.group(1), set()).add(str(path.relative_to(ROOT)))
+    return named
+
+
+def test_every_chat_model_in_the_defaults_and_docs_has_a_price(prices):
+    named = chat_models_named_in_the_docs()
+    # the scan finds what the README names, so an empty scan is a broken test, not a pass
+    assert {DEFAULT_MODEL, "gpt-5.4-mini", "gpt-5.5", "gpt-3.5-turbo"} <= set(named)
+    unpriced = {m: sorted(where) for m, where in named.items() if ("llm", m) not in prices.entries}
+    assert unpriced == {}
+    # and the current small models a spoken conversation would pick from
+    for model in ("gpt-5.4-mini", "gpt-5.4-nano", "gpt-5.4", "gpt-5.5", "gpt-5.6-luna",
+                  "gpt-5.6-terra", "gpt-5.6-sol", "gpt-5.4-mini-2026-03-17"):
+        assert ("llm", model) in prices.entries, model
+
+
+def test_every_speech_model_voicenb_uses_by_default_has_a_price(prices):
+    from voicenb import _config, tts
+    from voicenb.stt import openai as openai_stt
+
+    keys = [f"assemblyai/{m}" for m in _config.DEFAULT_SPEECH_MODELS.split(",")]
+    keys += [f"assemblyai-sync/{_config.DEFAULT_SYNC_MODEL}",
+             f"assemblyai-streaming/{_config.DEFAULT_STREAMING_MODEL}",
+             f"openai/{openai_stt.DEFAULT_MODEL}"]
+    # and the others the README and the streaming client name
+    keys += ["assemblyai/universal-3-5-pro", "openai/gpt-4o-mini-transcribe",
+             "assemblyai-streaming/u3-pro", "assemblyai-streaming/universal-streaming-english",
+             "assemblyai-streaming/universal-streaming-multilingual"]
+    assert [k for k in keys if ("stt", k) not in prices.entries] == []
+    voices = {tts.DEFAULT_MODEL, *tts.SHUTDOWN, "assemblyai-tts-1", "espeak"}
+    assert sorted(v for v in voices if ("tts", v) not in prices.entries) == []
+
+
+def test_assemblyai_tts_1_is_priced_per_character_with_a_date_and_source(prices):
+    rates = prices.table().set_index(["kind", "key"]).loc[("tts", "assemblyai-tts-1")]
+    assert (rates["item"], rates["usd"], rates["per"]) == ("characters", 15.0, "1M characters")
+    assert DATE.match(rates["as_of"]) and rates["as_of"] >= "2026-11-01"
+    assert rates["source"].startswith("https://www.assemblyai.com/")
+    assert "billed" in rates["note"].lower() or "bills" in rates["note"]
+
+
+def test_a_row_spoken_by_assemblyai_costs_its_characters_at_the_tables_rate(prices):
+    # the turn (0.00405) + 2,000 characters at $15/1M = 0.03
+    spoken = turn(tts_backend="assemblyai", tts_model="assemblyai-tts-1", spoken_chars=2000)
+    assert prices.turn_cost(spoken) == pytest.approx(0.03405)
+    # a row that names its backend but no model (or a model the table lacks) is priced by it
+    for model in (None, "assemblyai-tts-xx"):
+        row = turn(tts_backend="assemblyai", tts_model=model, spoken_chars=2000)
+        assert prices.turn_cost(row) == pytest.approx(0.03405)
+        assert prices.missing(row) == []
+    # the rate is the table's: an override moves the cost with it
+    cheaper = Prices.load(vnb.Settings(prices={"tts": {"assemblyai-tts-1": {"per_mchar": 5.0}}}))
+    assert cheaper.turn_cost(spoken) == pytest.approx(0.00405 + 0.01)
+
+
+def test_an_espeak_row_costs_nothing_for_speech(prices):
+    for fields in ({"tts_backend": "espeak"}, {"tts_model": "espeak"},
+                   {"tts_backend": "espeak", "tts_model": "espeak"}):
+        row = turn(spoken_chars=5000, **fields)
+        assert prices.turn_cost(row) == pytest.approx(0.00405)  # the turn's speech and tokens
+        assert prices.missing(row) == []
+
+
+def test_openai_speech_is_priced_per_character_until_its_shutdown(prices):
+    # gpt-4o-mini-tts is billed in tokens: 15.9 per 1M characters is an assumption, said so
+    entry = prices.entries[("tts", "gpt-4o-mini-tts")]
+    assert entry.note.startswith("ASSUMPTION: ") and "2027-01-06" in entry.note
+    row = turn(tts_backend="openai", tts_model="gpt-4o-mini-tts", spoken_chars=1000)
+    assert prices.turn_cost(row) == pytest.approx(0.00405 + 1000 * 15.9e-6)
+
+
+def test_models_openai_retires_say_when_next_to_their_price(prices):
+    notes = {m: prices.entries[("llm", m)].note for m in
+             ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-5-mini", "gpt-3.5-turbo")}
+    assert "2027-01-14" in notes["gpt-4o-mini"] and "2027-01-14" in notes["gpt-4.1-mini"]
+    assert "2026-12-11" in notes["gpt-5-mini"] and "2026-10-23" in notes["gpt-3.5-turbo"]

@@ -74,7 +74,7 @@ def test_a_turn_records_every_stage(session, sim, sample, home):
     assert turn.prompt == FRANCE
     assert turn.answer.startswith("(simulated answer)")
     assert turn.transcript_id in sim.jobs
-    assert turn.stt_backend == "assemblyai" and turn.llm_model == "gpt-4o-mini"
+    assert turn.stt_backend == "assemblyai" and turn.llm_model == "gpt-5.4-mini"
     assert turn.polls >= 1 and turn.prompt_tokens > 0 and turn.completion_tokens > 0
     assert 0 < turn.upload_s < turn.stt_s < turn.total_s
     assert 0 < turn.ttft_s < turn.llm_s < turn.total_s

@@ -34,7 +34,8 @@ DEFAULT_STREAMING_MODEL = "u3-rt-pro"
 #: which AssemblyAI API a single clip takes: auto (Sync when it accepts the clip), sync, async
 ASSEMBLYAI_APIS = ("auto", "sync", "async")
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-4o-mini"
+#: chosen for a spoken conversation: see the README ("Why gpt-5.4-mini")
+DEFAULT_MODEL = "gpt-5.4-mini"
 DEFAULT_STT = "assemblyai"
 DEFAULT_HOME = "voicenb-data"
 DEFAULT_WHISPER_MODEL = "tiny.en"  # installs with the whisper, demo and dev extras

@@ -5,12 +5,16 @@ A turn's cost adds up to three parts, each priced only if it happened:
 - speech to text: ``audio_s`` seconds at the price of the row's ``stt_backend`` and
   ``speech_model`` (typed turns, ``stt_backend="text"``, have none);
 - the answer: ``prompt_tokens`` and ``completion_tokens`` at the ``llm_model``'s prices;
-- speech synthesis: ``spoken_chars`` characters at the ``tts_model``'s (or ``tts_backend``'s)
-  price, when a row has those columns.
+- speech synthesis: ``spoken_chars`` characters at the ``tts_model``'s price, or, when the row
+  names no model (or one the table lacks), its ``tts_backend``'s: ``assemblyai`` at the rate of
+  ``assemblyai-tts-1``, ``espeak`` free. A service bills every character it synthesises, and a
+  cut-off answer plays fewer of them than were sent, so this is a lower bound for such a turn.
 
 Engines that run on this machine (pocketsphinx, faster-whisper, espeak-ng) cost 0. A part with
 no price makes the whole cost unknown (``None``), never a guess: :meth:`Prices.missing` names
-what is missing and :meth:`Prices.explain` says how to add it.
+what is missing and :meth:`Prices.explain` says how to add it. Where a vendor publishes no rate
+for a model voicenb names, the shipped entry rests on the closest published evidence and its
+``note`` starts with ``ASSUMPTION:`` and says what the figure rests on.
 
 >>> prices = Prices.load()
 >>> prices.turn_cost({"stt_backend": "assemblyai", "speech_model": "universal-2",
@@ -56,21 +60,46 @@ from ._errors import ConfigError
 __all__ = ["AS_OF", "Prices"]
 
 #: The day the shipped table was last checked against its sources.
-AS_OF = "2026-11-23"
+AS_OF = "2026-12-05"
+
+# Where a vendor publishes no rate for a model voicenb names, the entry carries the closest
+# published evidence, and its note starts "ASSUMPTION:" and says what the figure rests on.
+_ASSUMED = "ASSUMPTION: "
 
 # AssemblyAI's pricing page is rendered by script; its prices were read from a verbatim
 # transcription of it (every price found in the fetched page text, page read 2026-10-07).
 _AAI = "https://www.assemblyai.com/pricing"
 _AAI_VIA = ("quoted verbatim from the page (read 2026-10-07) by https://raw.githubusercontent"
             ".com/api-evangelist/assemblyai/refs/heads/main/plans/assemblyai-plans-pricing.yml")
+# AssemblyAI's model reference (last updated 2026-06-24): u3-pro is an alias of u3-rt-pro.
+_AAI_MODELS = "https://www.assemblyai.com/llms/models.md"
+# AssemblyAI's text-to-speech page: "pay $15 per 1M characters" (the page carries no date).
+_AAI_TTS = "https://www.assemblyai.com/explore/text-to-speech"
+# Vercel's AI Gateway resells AssemblyAI's models "at API rates" (listed 2026-11-27); its
+# universal-2 ($0.15/h) and TTS-1 ($15/1M characters) rates are AssemblyAI's own.
+_VERCEL = "https://vercel.com/ai-gateway/models/assemblyai/"
 # OpenAI's model pages carry no date of their own: their as_of is the day they were read.
 _OPENAI = "https://developers.openai.com/api/docs/models/"
-# OpenAI's own pages for gpt-4o-mini, gpt-4o and gpt-4.1-mini were not among the copies read;
-# this file transcribes OpenAI's pricing page and last changed on 2026-07-30.
+_READ_NOV = "2026-11-23"  # the day the first set of OpenAI's model pages was read
+# OpenAI's own pages for most chat models were not among the copies read; this file
+# transcribes OpenAI's pricing page and last changed on 2026-07-30 (the GPT-5.6 price cut).
 _LLM_PRICES = "https://github.com/simonw/llm-prices/blob/main/data/openai.json"
 _LLM_VIA = "transcribes https://developers.openai.com/api/docs/pricing"
+_LONG = "; prompts over 272K tokens cost more, which a spoken turn never reaches"
+# OpenAI's retirements, from its deprecations page (each date is the model's shutdown day).
+_DEPRECATIONS = "https://developers.openai.com/api/docs/deprecations"
+_GONE_2026_10_23 = f"OpenAI shut it down on 2026-10-23 ({_DEPRECATIONS})"
+_ENDS_2026_12_11 = f"OpenAI shuts it down on 2026-12-11 (notice of 2026-06-11, {_DEPRECATIONS})"
+_ENDS_2027_01_14 = f"OpenAI shuts it down on 2027-01-14 (notice of 2026-10-14, {_DEPRECATIONS})"
+_ENDS_2027_02_26 = ("OpenAI shuts it down on 2027-02-26 (notice of 2026-08-26, as reported on "
+                    "2026-10-17 by https://www.developersdigest.tech/blog/whisper-1-gpt-4o-"
+                    "transcribe-deprecation)")
 _TTS_END = ("OpenAI retires it on 2027-01-06, as reported on 2026-11-03 by "
             "https://www.assemblyai.com/blog/migrate-openai-tts-to-assemblyai")
+# OpenAI bills its transcription models in tokens; its pricing page gives a per-minute estimate.
+_TRANSCRIBE = "https://tokenmix.ai/blog/gpt-4o-transcribe-speech-to-text-api-guide-2026"
+_TRANSCRIBE_VIA = ("OpenAI bills audio and text tokens; this is its per-minute estimate, as "
+                   "quoted (checked against OpenAI's April 2026 docs) by the source; ")
 _LOCAL = "runs on this machine: no per-use fee"
 
 _SHIPPED: dict[str, dict[str, dict[str, Any]]] = {
@@ -79,6 +108,12 @@ _SHIPPED: dict[str, dict[str, dict[str, Any]]] = {
             "per_hour": 0.15, "as_of": "2026-10-07", "source": _AAI, "note": _AAI_VIA},
         "assemblyai/universal-3-5-pro": {
             "per_hour": 0.21, "as_of": "2026-10-07", "source": _AAI, "note": _AAI_VIA},
+        "assemblyai/assemblyai-stt-3-7": {
+            "per_hour": 0.21, "as_of": "2026-11-27", "source": _VERCEL + "stt-3.7",
+            "note": _ASSUMED + "AssemblyAI's own pricing page, as last transcribed "
+                    "(2026-10-07), predates the model; this is the rate Vercel's AI Gateway "
+                    "bills for it at AssemblyAI's API rates (its other AssemblyAI rates match "
+                    "AssemblyAI's own), and the rate of universal-3-5-pro, which it replaces"},
         "assemblyai-sync/universal-3-5-pro": {
             "per_hour": 0.30, "as_of": "2026-10-07", "source": _AAI,
             "note": "the Sync API's rate; " + _AAI_VIA},
@@ -86,38 +121,124 @@ _SHIPPED: dict[str, dict[str, dict[str, Any]]] = {
             "per_hour": 0.45, "as_of": "2026-10-07", "source": _AAI,
             "note": "the page's one realtime rate; streaming bills the whole session and "
                     "voicenb prices the turn's audio, so this is a lower bound; " + _AAI_VIA},
+        "assemblyai-streaming/u3-pro": {
+            "per_hour": 0.45, "as_of": "2026-10-07", "source": _AAI,
+            "note": "u3-pro is an alias that routes to u3-rt-pro (" + _AAI_MODELS + ", "
+                    "2026-06-24), billed as it; a lower bound, as for u3-rt-pro; " + _AAI_VIA},
+        "assemblyai-streaming/universal-streaming-english": {
+            "per_hour": 0.15, "as_of": "2025-06-02",
+            "source": "https://www.assemblyai.com/blog/introducing-universal-streaming",
+            "note": _ASSUMED + "the launch price of 2025-06-02 ($0.15 an hour of session); "
+                    "the pricing page as transcribed on 2026-10-07 lists no rate for the "
+                    "Universal-Streaming models; a lower bound (sessions are billed whole)"},
+        "assemblyai-streaming/universal-streaming-multilingual": {
+            "per_hour": 0.15, "as_of": "2025-06-02",
+            "source": "https://www.assemblyai.com/blog/introducing-universal-streaming",
+            "note": _ASSUMED + "Universal-Streaming's launch price of 2025-06-02 ($0.15 an "
+                    "hour of session), taken to hold for its multilingual model; the pricing "
+                    "page as transcribed on 2026-10-07 lists no rate for either; a lower bound "
+                    "(sessions are billed whole)"},
         "openai/whisper-1": {
-            "per_minute": 0.006, "as_of": AS_OF, "source": _OPENAI + "whisper-1"},
+            "per_minute": 0.006, "as_of": _READ_NOV, "source": _OPENAI + "whisper-1",
+            "note": _ENDS_2027_02_26},
         "openai/gpt-transcribe": {
-            "per_minute": 0.0045, "as_of": AS_OF, "source": _OPENAI + "gpt-transcribe"},
+            "per_minute": 0.0045, "as_of": _READ_NOV, "source": _OPENAI + "gpt-transcribe"},
+        "openai/gpt-4o-mini-transcribe": {
+            "per_minute": 0.003, "as_of": "2026-04-25", "source": _TRANSCRIBE,
+            "note": _TRANSCRIBE_VIA + _ENDS_2027_02_26},
+        "openai/gpt-4o-transcribe": {
+            "per_minute": 0.006, "as_of": "2026-04-25", "source": _TRANSCRIBE,
+            "note": _TRANSCRIBE_VIA + _ENDS_2027_02_26},
         "sphinx/*": {"per_hour": 0.0, "as_of": AS_OF, "note": _LOCAL,
                      "source": "https://github.com/cmusphinx/pocketsphinx"},
         "whisper/*": {"per_hour": 0.0, "as_of": AS_OF, "note": _LOCAL,
                       "source": "https://github.com/SYSTRAN/faster-whisper"},
     },
     "llm": {
+        # the current models (the GPT-5.4, 5.5 and 5.6 families)
+        "gpt-5.4-mini": {"input_per_mtok": 0.75, "output_per_mtok": 4.50, "as_of": "2026-07-30",
+                         "source": _LLM_PRICES, "note": _LLM_VIA + _LONG},
+        "gpt-5.4-nano": {"input_per_mtok": 0.20, "output_per_mtok": 1.25,
+                         "as_of": AS_OF, "source": _OPENAI + "gpt-5.4-nano"},
+        "gpt-5.4": {"input_per_mtok": 2.50, "output_per_mtok": 15.00, "as_of": "2026-07-30",
+                    "source": _LLM_PRICES, "note": _LLM_VIA + _LONG},
+        "gpt-5.5": {"input_per_mtok": 5.00, "output_per_mtok": 30.00, "as_of": "2026-07-30",
+                    "source": _LLM_PRICES, "note": _LLM_VIA + _LONG},
+        # GPT-5.6: Luna's page reads 0.20 / 1.20 since OpenAI's price cut of 2026-07-30
+        "gpt-5.6-luna": {"input_per_mtok": 0.20, "output_per_mtok": 1.20, "as_of": AS_OF,
+                         "source": _OPENAI + "gpt-5.6-luna",
+                         "note": "1.00 / 6.00 before OpenAI's price cut of 2026-07-30" + _LONG},
+        "gpt-5.6-terra": {"input_per_mtok": 2.00, "output_per_mtok": 12.00, "as_of": "2026-07-30",
+                          "source": _LLM_PRICES,
+                          "note": _LLM_VIA + "; 2.50 / 15.00 before 2026-07-30" + _LONG},
+        "gpt-5.6-sol": {"input_per_mtok": 5.00, "output_per_mtok": 30.00, "as_of": "2026-07-30",
+                        "source": _LLM_PRICES, "note": _LLM_VIA + _LONG},
+        # older models, priced for the history rows they left behind
         "gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.60, "as_of": "2026-07-30",
-                        "source": _LLM_PRICES, "note": _LLM_VIA},
+                        "source": _LLM_PRICES, "note": _LLM_VIA + "; " + _ENDS_2027_01_14},
         "gpt-4o": {"input_per_mtok": 2.50, "output_per_mtok": 10.00, "as_of": "2026-07-30",
-                   "source": _LLM_PRICES, "note": _LLM_VIA},
+                   "source": _LLM_PRICES, "note": _LLM_VIA + "; " + _ENDS_2027_01_14},
         "gpt-4.1-mini": {"input_per_mtok": 0.40, "output_per_mtok": 1.60, "as_of": "2026-07-30",
-                         "source": _LLM_PRICES, "note": _LLM_VIA},
+                         "source": _LLM_PRICES, "note": _LLM_VIA + "; " + _ENDS_2027_01_14},
         "gpt-4.1-nano": {"input_per_mtok": 0.10, "output_per_mtok": 0.40,
-                         "as_of": AS_OF, "source": _OPENAI + "gpt-4.1-nano"},
+                         "as_of": _READ_NOV, "source": _OPENAI + "gpt-4.1-nano",
+                         "note": _GONE_2026_10_23},
         "gpt-5-mini": {"input_per_mtok": 0.25, "output_per_mtok": 2.00,
-                       "as_of": AS_OF, "source": _OPENAI + "gpt-5-mini"},
+                       "as_of": _READ_NOV, "source": _OPENAI + "gpt-5-mini",
+                       "note": _ENDS_2026_12_11},
         "gpt-5-nano": {"input_per_mtok": 0.05, "output_per_mtok": 0.40,
-                       "as_of": AS_OF, "source": _OPENAI + "gpt-5-nano"},
+                       "as_of": _READ_NOV, "source": _OPENAI + "gpt-5-nano",
+                       "note": _ENDS_2026_12_11},
+        "gpt-3.5-turbo": {"input_per_mtok": 0.50, "output_per_mtok": 1.50,
+                          "as_of": AS_OF, "source": _OPENAI + "gpt-3.5-turbo",
+                          "note": _GONE_2026_10_23},
     },
     "tts": {
-        "tts-1": {"per_mchar": 15.0, "as_of": AS_OF, "source": _OPENAI + "tts-1",
+        "assemblyai-tts-1": {
+            "per_mchar": 15.0, "as_of": AS_OF, "source": _AAI_TTS,
+            "note": "'pay $15 per 1M characters' (the page is undated; read 2026-12-05), the "
+                    "rate Vercel's AI Gateway lists for it too (" + _VERCEL + "tts-1, "
+                    "2026-11-27). AssemblyAI bills every character it synthesises "
+                    "(X-TTS-Billed-Characters; a session's Termination: "
+                    "total_input_char_length); voicenb prices the characters played "
+                    "(spoken_chars), so an answer cut short costs more than this says"},
+        "assemblyai": {
+            "per_mchar": 15.0, "as_of": AS_OF, "source": _AAI_TTS,
+            "note": "a row spoken by AssemblyAI that names no model: its one model's rate, "
+                    "assemblyai-tts-1's"},
+        "gpt-4o-mini-tts": {
+            "per_mchar": 15.9, "as_of": AS_OF, "source": _OPENAI + "gpt-4o-mini-tts",
+            "note": _ASSUMED + "OpenAI bills it in tokens ($0.60 per 1M text tokens in, $12 "
+                    "per 1M audio tokens out), not characters; 15.9 is the per-character "
+                    "equivalent of a measured bill (4,096 characters for $0.0652: https://"
+                    "raw.githubusercontent.com/sanand0/blog/main/posts/2025/openai-tts-cost.md, "
+                    "2025-11-02); " + _TTS_END},
+        "tts-1": {"per_mchar": 15.0, "as_of": _READ_NOV, "source": _OPENAI + "tts-1",
                   "note": _TTS_END},
-        "tts-1-hd": {"per_mchar": 30.0, "as_of": AS_OF, "source": _OPENAI + "tts-1-hd",
+        "tts-1-hd": {"per_mchar": 30.0, "as_of": _READ_NOV, "source": _OPENAI + "tts-1-hd",
                      "note": _TTS_END},
         "espeak": {"per_mchar": 0.0, "as_of": AS_OF, "note": _LOCAL,
                    "source": "https://github.com/espeak-ng/espeak-ng"},
     },
 }
+
+# Dated snapshots voicenb names, each priced as the model whose page prices it. The snapshot
+# of gpt-4o-mini-tts of 2025-03-20 was shut down on 2026-07-23 (OpenAI's deprecations page):
+# priced for the rows spoken before then.
+_SNAPSHOTS = {
+    "llm": {"gpt-4o-mini-2024-07-18": "gpt-4o-mini", "gpt-5.4-mini-2026-03-17": "gpt-5.4-mini",
+            "gpt-5.4-nano-2026-03-17": "gpt-5.4-nano", "gpt-5.5-2026-04-23": "gpt-5.5",
+            "gpt-5-mini-2025-08-07": "gpt-5-mini", "gpt-5-nano-2025-08-07": "gpt-5-nano"},
+    "tts": {"gpt-4o-mini-tts-2025-12-15": "gpt-4o-mini-tts",
+            "gpt-4o-mini-tts-2025-03-20": "gpt-4o-mini-tts"},
+}
+for _kind, _snapshots in _SNAPSHOTS.items():
+    for _snapshot, _model in _snapshots.items():
+        _SHIPPED[_kind][_snapshot] = {
+            **_SHIPPED[_kind][_model],
+            "note": f"a dated snapshot of {_model}, priced as it; "
+                    + _SHIPPED[_kind][_model].get("note", "")}
+del _kind, _snapshots, _snapshot, _model
 
 # kind -> (rate fields, how many of them an entry sets: "all" or "one")
 _RATES = {"stt": (("per_hour", "per_minute"), "one"),
