@@ -19,9 +19,19 @@ have their own), set to published figures:
   OpenAI's GPT-4o: https://artificialanalysis.ai/models/gpt-4o-2024-05-13/providers), 60
   tokens/s a user's measurement of gpt-4o-mini (59 t/s: https://community.openai.com/t/
   inference-speed-of-different-models/1307310). The simulator streams a word per token.
-- OpenAI speech (``speak="openai"``): the simulator waits ``ttft`` (its only speech knob:
-  the same 0.4 s, an ASSUMPTION: OpenAI publishes no first-byte figure), then synthesises its
-  beeps and answers at once. ``speak="espeak"`` synthesises on this machine instead.
+- AssemblyAI's text to speech (``speak="assemblyai"``, voicenb's default when its key is
+  set): one WebSocket session per conversation; the answer's tokens go in as they stream and
+  each complete sentence ends a request. The simulator answers a request's first audio
+  ``tts_ttfb`` = 0.15 s after its first complete sentence is in (an ASSUMPTION: AssemblyAI
+  publishes no first-audio figure we found) and makes audio at 4x real time (``tts_speed``,
+  an ASSUMPTION), in espeak-ng's voice. ``tts_ttfb_s`` is the answer's first text sent ->
+  its first audio, so it includes waiting for the first sentence: that share is subtracted
+  as the LLM's, and the rest as the speech service's.
+- OpenAI speech (``speak="openai"``, sentence by sentence over HTTP, until OpenAI shuts its
+  speech models down on 2027-01-06; skipped from then): the simulator waits ``ttft`` (its
+  only speech knob: the same 0.4 s, an ASSUMPTION: OpenAI publishes no first-byte figure),
+  then synthesises its beeps and answers at once; voicenb reads the whole WAV of a sentence
+  before the page gets it. ``speak="espeak"`` synthesises on this machine instead.
 
 Per turn, from the history (kernel clock): ``first_audio_s`` is voice to voice (end of the
 speech as the kernel sent it -> the page says the first sentence started sounding). The
@@ -40,12 +50,14 @@ sounding source ended), the kernel's ``live.barge_stops`` (the service's ``Speec
 microphone (onset of the new question in the page's log -> ``stoppedAt``), which includes
 detecting the speech.
 
-``python -m bench.talkback`` runs three conversations (~4 min): OpenAI speech, the headline
-(its delay is a service's, set and subtracted); espeak-ng (its synthesis, ~30 ms a sentence,
-is subtracted as the speech service's share); and OpenAI speech with the page's voice check
-answered "no voice" by the benchmark's hook, so that the service's SpeechStarted alone stops
-the answers (in the first two the page's check, ~0.2 s after the onset, usually wins).
-``--quick`` (in ``python -m bench --quick``): two questions, ~30 s.
+``python -m bench.talkback`` runs four conversations (~6 min): AssemblyAI's streamed speech,
+the headline, and OpenAI's sentence-by-sentence speech on the same questions (their delays are
+services', set and subtracted), then the voice-to-voice ratio of the two in this run;
+espeak-ng (its synthesis, ~30 ms a sentence, is subtracted as the speech service's share); and
+AssemblyAI with the page's voice check answered "no voice" by the benchmark's hook, so that the
+service's SpeechStarted alone stops the answers (in the others the page's check, ~0.2 s after
+the onset, usually wins). ``--quick`` (in ``python -m bench --quick``): two questions spoken
+by AssemblyAI, ~30 s.
 """
 
 from __future__ import annotations
@@ -75,6 +87,8 @@ from tests.browser import harness  # the browser tests' Jupyter and Chromium
 
 TTFT_S = 0.4
 TOKEN_RATE = 60.0
+TTS_TTFB_S = 0.15  # AssemblyAI's first audio after a complete sentence (assumed, see above)
+TTS_SPEED = 4.0
 MIN_TURN_SILENCE_S = 0.100  # u3-rt-pro's default, as the simulator applies it
 SPEAKER_LEAD_S = 0.040  # speaker.js
 QUESTION = "What is the capital of France?"
@@ -85,7 +99,7 @@ LEAD_S = 1.0  # silence before the first question
 #: silence after a question whose answer is spoken over: the next starts ~1 s into it
 BARGE_GAP_S = 2.5
 #: silence after a question whose answer is heard to the end (sim beeps / espeak-ng)
-AFTER_GAP_S = {"openai": 7.5, "espeak": 12.0}
+AFTER_GAP_S = {"openai": 7.5, "espeak": 12.0, "assemblyai": 12.0}
 TAIL_S = 12.0
 
 # Logs each microphone chunk the page hands to the player's voice check (every chunk the
@@ -199,7 +213,8 @@ def run(n: int = 10, speak: str = "openai", barge: str = "both") -> dict:
     the page's own voice check off (the hook answers for it), so that only the service's
     SpeechStarted stops an answer: that path's stop time, measured on its own."""
     with tempfile.TemporaryDirectory() as tmp_name, vnb.sim.running(
-            ttft=TTFT_S, token_rate=TOKEN_RATE, unknown_text=QUESTION) as sim:
+            ttft=TTFT_S, token_rate=TOKEN_RATE, unknown_text=QUESTION, tts_ttfb=TTS_TTFB_S,
+            tts_speed=TTS_SPEED) as sim:
         tmp = Path(tmp_name)
         home = tmp / "home"
         mic = tmp / "mic.wav"
@@ -248,6 +263,8 @@ def analyse(df, data: dict, barge_stops: list[float], barged: list[bool], n: int
     for _, row in df.sort_values("turn").iterrows():
         llm, index = first_sentence_s(row["answer"])
         tts = row["tts_ttfb_s"]
+        if speak == "assemblyai":  # its first text went in at the first token, not the
+            tts -= index / TOKEN_RATE  # first sentence: that wait is the LLM's, above
         service = row["stt_s"] + llm + tts
         turns.append({
             "turn": int(row["turn"]), "status": row["status"], "v2v": row["first_audio_s"],
@@ -315,8 +332,9 @@ def report(r: dict) -> str:
     def col(key: str, rows: list[dict] = t) -> list[float]:
         return [x[key] for x in rows]
 
-    tts = ("OpenAI speech (simulator: 0.4 s, then its synthesis)" if r["speak"] == "openai"
-           else "espeak-ng on this machine (whole sentence)")
+    tts = {"openai": "OpenAI speech (simulator: 0.4 s, then its synthesis)",
+           "assemblyai": f"AssemblyAI session (simulator: {TTS_TTFB_S} s after a sentence)",
+           "espeak": "espeak-ng on this machine (whole sentence)"}[r["speak"]]
     stops = r["stops"]
     reasons = ", ".join(f"{k} {sum(s['reason'] == k for s in stops)}"
                         for k in sorted({s["reason"] for s in stops})) or "none"
@@ -371,23 +389,51 @@ def quick() -> str:
     """Two questions, the second over the first answer (``python -m bench --quick``)."""
     if not available():
         return skipped(f"no {harness.CHROMIUM} or espeak-ng")
-    return report(run(2, "openai"))
+    return report(run(2, "assemblyai"))
+
+
+def compare(streamed: dict, sentences: dict) -> str:
+    """AssemblyAI's streamed speech against OpenAI's sentence by sentence, same run."""
+    def median(r: dict, key: str) -> float:
+        return statistics.median(x[key] for x in r["turns"] if _number(x[key]))
+
+    a, o = median(streamed, "v2v"), median(sentences, "v2v")
+    return table([
+        ("voice to voice, median (end of speech -> first answer audio)", "ms"),
+        ("  AssemblyAI, streamed on one session", f"{a * 1000:.0f}"),
+        ("  OpenAI, sentence by sentence over HTTP", f"{o * 1000:.0f}"),
+        ("  AssemblyAI sooner by", f"{(o - a) * 1000:.0f}"),
+        ("ratio AssemblyAI / OpenAI (voice to voice)", f"{a / o:.2f}"),
+        ("voicenb overhead, AssemblyAI / OpenAI (median ms)",
+         f"{median(streamed, 'overhead') * 1000:.0f} / "
+         f"{median(sentences, 'overhead') * 1000:.0f}"),
+    ])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.talkback")
     parser.add_argument("-n", type=int, default=10, help="questions (default 10)")
-    parser.add_argument("--quick", action="store_true", help="2 questions, openai only")
+    parser.add_argument("--quick", action="store_true", help="2 questions, AssemblyAI only")
     args = parser.parse_args(argv)
     if args.quick:
         print(quick())
         return
-    # the page and the service both listening for barge-in (as shipped), speaking with the
-    # OpenAI simulator, then espeak-ng; then the service's SpeechStarted alone
-    for speak, barge, n in (("openai", "both", args.n), ("espeak", "both", args.n),
-                            ("openai", "kernel", max(3, args.n * 2 // 3))):
-        print(report(run(n, speak, barge)))
+    # the page and the service both listening for barge-in (as shipped): AssemblyAI's
+    # session, then OpenAI's speech while it lives, then espeak-ng; then the service's
+    # SpeechStarted alone
+    results = {}
+    runs = [("assemblyai", "both", args.n), ("openai", "both", args.n),
+            ("espeak", "both", args.n), ("assemblyai", "kernel", max(3, args.n * 2 // 3))]
+    for speak, barge, n in runs:
+        if speak == "openai" and vnb.tts.today() >= vnb.tts.SHUTDOWN[vnb.tts.DEFAULT_MODEL]:
+            print("OpenAI speech: skipped, its speech models were shut down on "
+                  f"{vnb.tts.SHUTDOWN[vnb.tts.DEFAULT_MODEL]}\n")
+            continue
+        results[speak, barge] = run(n, speak, barge)
+        print(report(results[speak, barge]))
         print()
+    if ("openai", "both") in results:
+        print(compare(results["assemblyai", "both"], results["openai", "both"]))
 
 
 if __name__ == "__main__":

@@ -97,7 +97,13 @@ def test_no_key_in_anything_the_python_api_leaves_behind(canary_sim, tmp_path, d
     chat = vnb.Chat(system="Answer briefly.")
     chat.ask("One?")
     shown += [repr(chat), repr(chat.ask("Two?")), repr(chat.messages("Three?"))]
-    shown += [repr(vnb.speak("Paris.", response_format="wav"))]
+    shown += [repr(vnb.speak("Paris.", backend="openai", response_format="wav")),
+              repr(vnb.speak("Paris.", backend="assemblyai"))]
+    voice = vnb.tts.assemblyai.Voice(vnb.Settings().resolved())
+    voice.generate("Paris. ")
+    voice.flush()
+    shown += [repr(voice)]
+    voice.close()
     # sessions: a turn, a batch with failures, a retry, an interrupted turn resumed
     session = vnb.Session("canary", home=str(home), settings=fast)
     shown += [repr(session), repr(session.ask_audio(samples[0], stream=True))]
@@ -122,7 +128,8 @@ def test_no_key_in_anything_the_python_api_leaves_behind(canary_sim, tmp_path, d
     expect_error(vnb.transcribe, samples[0], settings=wrong)
     expect_error(vnb.transcribe, samples[0], backend="openai", settings=wrong)
     expect_error(vnb.ask, "Hello?", settings=wrong)
-    expect_error(vnb.speak, "Hello.", settings=wrong)
+    expect_error(vnb.speak, "Hello.", settings=wrong)  # AssemblyAI's, then OpenAI's
+    expect_error(vnb.speak, "Hello.", backend="openai", settings=wrong)
     shown += [repr(t) for t in vnb.transcribe_many(samples, settings=wrong, progress=False)]
     bad = vnb.Session("wrong", home=str(home), settings=wrong)
     expect_error(bad.ask_audio, samples[0])

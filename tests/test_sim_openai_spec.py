@@ -440,7 +440,7 @@ def test_out_of_credit_is_not_retried_and_says_how_to_fix_it(sim):
 def test_out_of_credit_stops_transcription_and_speech_too(sim, sample):
     sim.openai.credit = 0
     for call in (lambda: vnb.transcribe(sample, backend="openai"),
-                 lambda: vnb.speak("Paris.")):
+                 lambda: vnb.speak("Paris.", backend="openai")):
         with pytest.raises(vnb.RateLimitError) as info:
             call()
         assert info.value.code == "insufficient_quota"

@@ -1,5 +1,6 @@
 """Speaking answers: vnb.speak through OpenAI's audio.speech (the simulator) or espeak-ng
-offline, and Session(speak=True)."""
+offline, the auto choice among them and AssemblyAI, and Session(speak=True). AssemblyAI's own
+backend is tested in test_tts_assemblyai.py."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
 @pytest.fixture(autouse=True)
 def warn_again(monkeypatch):
     monkeypatch.setattr(tts, "_warned", False)
+
+
+@pytest.fixture(autouse=True)
+def openai_speech(monkeypatch):
+    """These tests speak with OpenAI where they name no backend (the simulator's AssemblyAI
+    key would make auto choose AssemblyAI)."""
+    monkeypatch.setenv("VOICENB_TTS", "openai")
 
 
 # -- OpenAI audio.speech, against the simulator -------------------------------------------------
@@ -129,9 +137,13 @@ def test_voicenb_tts_selects_the_default_backend(monkeypatch):
 
 
 @needs_espeak
-def test_auto_speaks_with_openai_when_its_key_is_set_else_espeak(monkeypatch):
+def test_auto_speaks_with_assemblyai_else_openai_else_espeak(monkeypatch):
     assert vnb.speak(ANSWER, backend="auto").format == "wav"  # espeak-ng: no key here
     with vnb.sim.running() as sim:
+        assert tts.backend_for(vnb.Settings(tts="auto").resolved()) == "assemblyai"
+        assert vnb.speak(ANSWER, backend="auto").format == "wav"
+        assert sim.tts.stats["requests"] == 1 and sim.stats["audio_speech"] == 0
+        monkeypatch.delenv("ASSEMBLYAI_API_KEY")  # OpenAI's key only
         assert vnb.speak(ANSWER, backend="auto").format == "mp3"
         assert sim.stats["audio_speech"] == 1
 

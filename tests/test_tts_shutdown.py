@@ -46,10 +46,13 @@ def test_from_the_day_each_model_is_refused_before_anything_is_paid(sim, after_s
 
 
 def test_auto_speaks_with_openai_while_its_model_lives_then_with_espeak(sim, monkeypatch):
+    monkeypatch.delenv("ASSEMBLYAI_API_KEY")  # with it, auto speaks with AssemblyAI
     cfg = vnb.Settings(tts="auto").resolved()
     assert tts.backend_for(cfg) == "openai"
     monkeypatch.setattr(tts, "today", lambda: SHUT)
     assert tts.backend_for(cfg) == "espeak"
+    monkeypatch.setenv("ASSEMBLYAI_API_KEY", sim.assemblyai.key)
+    assert tts.backend_for(vnb.Settings(tts="auto").resolved()) == "assemblyai"
 
 
 def test_a_talking_widget_says_so_when_it_is_made(sim, tmp_path, after_shutdown):

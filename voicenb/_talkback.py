@@ -551,9 +551,10 @@ class StreamSpeaker(Speaker):
     def _generate(self, text: str) -> None:
         if not text:
             return
-        if self._generated_at is None:
+        first = self._generated_at is None
+        if first:
             self._generated_at = time.monotonic()
-        self._session.generate(text.translate(_BLANKED))
+        self._session.generate(text.translate(_BLANKED), first=first)
         self._sent_upto += len(text)
 
     def _flush(self, end: int) -> None:

@@ -1,4 +1,5 @@
-"""Local simulators of AssemblyAI's REST API and OpenAI's HTTP API, on 127.0.0.1.
+"""Local simulators of AssemblyAI's REST, streaming and text-to-speech APIs and OpenAI's HTTP
+API, on 127.0.0.1.
 
 >>> import voicenb as vnb
 >>> with vnb.sim.running() as sim:                         # doctest: +SKIP
@@ -6,7 +7,9 @@
 'What is the capital of France?'
 
 ``running()`` sets ``ASSEMBLYAI_BASE_URL``, ``ASSEMBLYAI_SYNC_URL``, ``ASSEMBLYAI_API_KEY``,
-``ASSEMBLYAI_STREAMING_URL``, ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` for the block and puts them back afterwards. From a shell: ``python -m voicenb.sim`` (prints the variables to export).
+``ASSEMBLYAI_STREAMING_URL``, ``ASSEMBLYAI_TTS_BASE_URL``, ``OPENAI_BASE_URL`` and
+``OPENAI_API_KEY`` for the block and puts them back afterwards. From a shell: ``python -m
+voicenb.sim`` (prints the variables to export).
 
 AssemblyAI knobs: processing time (``processing_fixed + processing_factor * audio seconds``), a
 concurrency limit (excess jobs stay ``queued``), upload bandwidth, and injected faults, one at
@@ -17,6 +20,14 @@ token), ``token_rate`` (tokens a second) and ``context_window`` (tokens); answer
 deterministic and begin "(simulated answer)"; ``sim.openai.credit`` (requests left before
 every billed call answers 429 ``insufficient_quota``; None: no limit) acts out an account
 out of credit. The Sync API answers ``sync_processing_s`` after a clip's last byte.
+
+AssemblyAI's text to speech (``sim.tts``, at ``sim.tts.url``, the HTTP port: the official
+SDK's ``tts_base_url``, ``ASSEMBLYAI_TTS_BASE_URL``) speaks with espeak-ng, word timings exact:
+``POST /v1/speech``, ``POST /v1/speech/events`` and the ``/v1/ws`` session. Knobs:
+``tts_ttfb`` (seconds from a request's text to its first audio, default 0.15: an assumption,
+as AssemblyAI publishes no figure we found) and ``tts_speed`` (audio seconds made per second,
+default 4; None: as fast as it is made). ``sim.tts.stats`` counts requests, event_requests,
+sessions, flushes, cancels, terminated, refused, closed_with_error and characters_billed.
 
 ``word_error_rate`` (0 to 1, default 0; ``sim.word_error_rate = 0.2`` takes effect on the
 next transcript) makes every service mishear registered text at that rate, so a simulated
@@ -55,6 +66,7 @@ from ._assemblyai import AssemblyAIService, Job
 from ._openai import OpenAIService
 from ._streaming import StreamingService
 from ._sync import SyncService
+from ._tts import SPEED as TTS_SPEED, TTFB_S as TTS_TTFB_S, TTSService
 from ._registry import SAMPLES, Registry, samples
 from ._server import FAULT_KINDS, App, Fault, Request, Response, _Server
 
@@ -64,11 +76,21 @@ __all__ = ["Simulator", "running", "auto", "samples", "serves", "Fault", "FAULT_
 ASSEMBLYAI_KEY = "sim-assemblyai-key"
 OPENAI_KEY = "sim-openai-key"
 ENV_VARS = ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_SYNC_URL", "ASSEMBLYAI_API_KEY",
-            "ASSEMBLYAI_STREAMING_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+            "ASSEMBLYAI_STREAMING_URL", "ASSEMBLYAI_TTS_BASE_URL", "OPENAI_BASE_URL",
+            "OPENAI_API_KEY")
 
 
 class Simulator:
-    """The simulated services on one local port. Use :func:`running` or ``start``/``stop``."""
+    """The simulated services on one local port. Use :func:`running` or ``start``/``stop``.
+
+    Text to speech (``sim.tts``) is paced by two knobs: ``tts_ttfb``, seconds from a
+    request's text to its first audio (default 0.15 s, an assumption: AssemblyAI's docs say
+    how to measure it, ``Server-Timing: ttfa``, but publish no figure we found), and
+    ``tts_speed``, audio seconds generated per wall-clock second (default 4, an assumption
+    for the docs' "faster than real time"; None: as fast as espeak-ng makes it). Both can
+    be changed on a running simulator (``sim.tts.ttfb``, ``sim.tts.speed``): the next
+    request or session uses them.
+    """
 
     def __init__(
         self,
@@ -93,6 +115,8 @@ class Simulator:
         hear: bool | str = False,
         sync_processing_s: float = 0.134,
         word_error_rate: float = 0.0,
+        tts_ttfb: float = TTS_TTFB_S,
+        tts_speed: float | None = TTS_SPEED,
     ) -> None:
         self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
         #: the local engine that hears audio the simulator does not know (None: placeholder)
@@ -111,6 +135,7 @@ class Simulator:
         self.streaming = StreamingService(self.registry, key=assemblyai_key,
                                           max_sessions=max_streaming_sessions,
                                           realtime_slack_s=streaming_realtime_slack_s)
+        self.tts = TTSService(self.app, key=assemblyai_key, ttfb=tts_ttfb, speed=tts_speed)
         self.app.route("GET", ABOUT_PATH, self._about)
         self._address = (host, port)
         self._server: _Server | None = None
@@ -127,6 +152,8 @@ class Simulator:
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         self.streaming.start(host)
+        self.tts.url = self.url  # HTTP and its WebSocket on one port, as the SDK derives both
+        self.tts.start()
         if self.engine == "whisper":  # the first clip heard should not wait for the model
             from ..stt.local import preload
 
@@ -139,6 +166,7 @@ class Simulator:
         for url in (getattr(self, "url", ""), self.streaming.url):
             remember(url, None)
         self.streaming.stop()
+        self.tts.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -156,6 +184,7 @@ class Simulator:
         env = {"ASSEMBLYAI_BASE_URL": self.url, "ASSEMBLYAI_SYNC_URL": self.url,
                "ASSEMBLYAI_API_KEY": self.assemblyai.key,
                "ASSEMBLYAI_STREAMING_URL": self.streaming.url,
+               "ASSEMBLYAI_TTS_BASE_URL": self.tts.url,
                "OPENAI_BASE_URL": f"{self.url}/v1"}
         if self.openai.key is not None:
             env["OPENAI_API_KEY"] = self.openai.key
@@ -206,7 +235,8 @@ class Simulator:
     @property
     def stats(self) -> Counter[str]:
         """Counters (0 when absent): requests, uploads, upload_bytes, transcripts, polls,
-        chat_completions, audio_transcriptions, fault:KIND."""
+        chat_completions, audio_transcriptions, fault:KIND. Text to speech counts its own in
+        ``sim.tts.stats``."""
         with self.app.lock:
             return Counter(self.app.stats)
 
@@ -300,9 +330,9 @@ def auto(*, samples: str | os.PathLike[str] | None = None, **knobs: Any) -> Simu
     simulated = []
     if simulate_stt:
         for name in ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_SYNC_URL", "ASSEMBLYAI_API_KEY",
-                     "ASSEMBLYAI_STREAMING_URL"):
+                     "ASSEMBLYAI_STREAMING_URL", "ASSEMBLYAI_TTS_BASE_URL"):
             os.environ[name] = env[name]
-        simulated.append(("ASSEMBLYAI_API_KEY", "transcripts"))
+        simulated.append(("ASSEMBLYAI_API_KEY", "transcripts (and AssemblyAI's speech)"))
     if simulate_llm:
         os.environ["OPENAI_BASE_URL"] = env["OPENAI_BASE_URL"]
         os.environ["OPENAI_API_KEY"] = env["OPENAI_API_KEY"]

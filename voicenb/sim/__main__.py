@@ -7,6 +7,7 @@ import sys
 import time
 
 from . import Simulator
+from ._tts import SPEED as TTS_SPEED, TTFB_S as TTS_TTFB_S
 
 
 def env_from_line(line: str) -> dict[str, str]:
@@ -37,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync-processing", type=float, default=0.134,
                         help="seconds the Sync API takes after a clip's last byte "
                              "(default 0.134, AssemblyAI's published figure)")
+    parser.add_argument("--tts-ttfb", type=float, default=TTS_TTFB_S,
+                        help="seconds from a text-to-speech request's text to its first audio "
+                             f"(default {TTS_TTFB_S}, an assumption: AssemblyAI publishes none)")
+    parser.add_argument("--tts-speed", type=float, default=TTS_SPEED,
+                        help="seconds of speech generated per second (default "
+                             f"{TTS_SPEED:g}; 0: as fast as it is made)")
     parser.add_argument("--fault-rate", type=float, default=0.0,
                         help="fraction of requests that fail at random (default 0)")
     parser.add_argument("--word-error-rate", type=float, default=0.0,
@@ -53,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                     upload_bandwidth=args.upload_bandwidth, ttft=args.ttft,
                     token_rate=args.token_rate, fault_rate=args.fault_rate,
                     hear=args.hear, sync_processing_s=args.sync_processing,
-                    word_error_rate=args.word_error_rate).start()
+                    word_error_rate=args.word_error_rate, tts_ttfb=args.tts_ttfb,
+                    tts_speed=args.tts_speed or None).start()
     # One line a shell can eval, first, on stdout; the words for people on stderr.
     print("export " + " ".join(f"{name}={value}" for name, value in sim.env().items()),
           flush=True)

@@ -171,6 +171,11 @@ class App:
         self._rng = random.Random(seed)
         #: (path prefix, shape) of each service whose errors are not AssemblyAI's {"error": str}
         self.error_shapes: list[tuple[str, ErrorShape]] = []
+        #: (host, port) of a websocket server that answers this App's ``Upgrade: websocket``
+        #: requests (None: they are routed like any GET). A client that derives its websocket
+        #: URL from the same base URL as its HTTP calls needs both on one port, and a
+        #: websocket server cannot answer a POST.
+        self.websocket_backend: tuple[str, int] | None = None
 
     def error_shape(self, prefix: str, shape: ErrorShape) -> None:
         """Shape injected errors under ``prefix`` as that service does (longest prefix wins)."""
@@ -219,6 +224,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         app = self.server.app
+        backend = app.websocket_backend
+        if (backend is not None and method == "GET"
+                and self.headers.get("Upgrade", "").lower() == "websocket"):
+            self._tunnel(backend)
+            return
         path, _, query = self.path.partition("?")
         app.count("requests")
         for m, pattern, fn in app.routes:
@@ -305,6 +315,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
         self.wfile.flush()
 
+    def _tunnel(self, backend: tuple[str, int]) -> None:
+        """Hand this connection to the websocket server at ``backend``: replay the request
+        head it was sent, then copy bytes both ways (a thread each) until either side ends."""
+        self.close_connection = True  # whatever happens, this is no longer HTTP
+        try:
+            upstream = socket.create_connection(backend, timeout=10)
+        except OSError:
+            self._send(self.server.app.error(self.path, 502, "The websocket server is down."))
+            return
+        upstream.settimeout(None)
+        head = [self.requestline, *(f"{k}: {v}" for k, v in self.headers.items()), "", ""]
+        try:
+            upstream.sendall("\r\n".join(head).encode("latin-1", "replace"))
+            back = threading.Thread(target=_pipe, args=(upstream.recv, self.connection),
+                                    name="voicenb-sim-ws-tunnel", daemon=True)
+            back.start()
+            # bytes the client sent after its head may already sit in rfile's buffer
+            _pipe(self.rfile.read1, upstream)
+            back.join()
+        finally:
+            upstream.close()
+
     def _cut(self) -> None:
         self.wfile.flush()
         self.close_connection = True
@@ -321,6 +353,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
+
+
+def _pipe(read: Callable[[int], bytes], to: socket.socket) -> None:
+    """Copy what ``read`` gives to ``to`` until it ends, then end ``to``'s side of the talk:
+    a shutdown that also wakes the other direction's reader, so neither thread is left."""
+    try:
+        while block := read(1 << 16):
+            to.sendall(block)
+    except OSError:  # either side reset: the tunnel is over
+        pass
+    try:
+        to.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class _Server(ThreadingHTTPServer):

@@ -28,7 +28,7 @@ from typing import Any
 
 from .._config import Settings
 from .._errors import (AuthenticationError, ConfigError, MissingDependencyError,
-                       RateLimitError, ServiceError, VoicenbError)
+                       RateLimitError, ServiceError, VoicenbError, redact)
 from ..audio import Audio, pcm_to_wav
 
 __all__ = ["MODEL", "DEFAULT_VOICE", "VOICES", "LANGUAGES", "MAX_CHARS", "SAMPLE_RATE",
@@ -88,6 +88,23 @@ def _sdk() -> Any:
         raise MissingDependencyError("assemblyai", "assemblyai",
                                      "Speaking with AssemblyAI") from None
     return assemblyai
+
+
+class _NoKeys(logging.Filter):
+    """The websockets library logs a client's handshake headers at DEBUG, the key among
+    them; the SDK's session cannot be given a quieter logger, so its key is masked here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() in (
+                "authorization", "sec-websocket-protocol"):
+            record.args = (args[0], "***")
+        elif isinstance(args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        return True
+
+
+_no_keys = _NoKeys()
 
 
 def _settings(cfg: Settings) -> Any:
@@ -253,6 +270,7 @@ class Voice:
         self._session: Any = None
         self._listener: Any = None
         self._lock = threading.RLock()
+        self._lost = False  # the service ended the session: the next answer reconnects
         self._keeper: threading.Timer | None = None
         #: sessions opened (1 unless the service ended one), and cancels sent
         self.connects = 0
@@ -274,11 +292,15 @@ class Voice:
     def _session_open(self) -> Any:
         """The open session, connecting (again) when there is none (the lock is held)."""
         session = self._session
-        if session is not None and session.error is None and session.termination is None:
+        if session is not None and not self._lost and session.error is None and \
+                session.termination is None:
             return session
         if session is not None:
             session.close()
         aai = _sdk()
+        logger = logging.getLogger("websockets.client")
+        if _no_keys not in logger.filters:
+            logger.addFilter(_no_keys)
         config = aai.TTSConfig(voice_id=self.voice, language=self.language)
         session = aai.TTSSession(config=config, client=aai.Client(settings=_settings(
             self._cfg)), word_boundaries=True, connect_timeout=self._cfg.connect_timeout)
@@ -293,7 +315,7 @@ class Voice:
             raise ServiceError(f"AssemblyAI's text to speech could not be reached at "
                                f"{self._cfg.assemblyai_tts_url} ({type(exc).__name__}: "
                                f"{exc}).", service=SERVICE) from None
-        self._session = session
+        self._session, self._lost = session, False
         self.connects += 1
         self._keep_alive()
         return session
@@ -304,15 +326,26 @@ class Voice:
         with self._lock:
             self._session_open()
 
-    def generate(self, text: str) -> None:
-        """Append ``text`` to the request being written (opening the session if needed)."""
+    def generate(self, text: str, *, first: bool = False) -> None:
+        """Append ``text`` to the request being written (opening the session if needed).
+        ``first``: nothing of the answer was sent yet, so a session found gone (closed while
+        idle) is replaced and the text sent again; later, what it took is lost, and the
+        error says so."""
         if not text:
             return
         with self._lock:
-            session = self._session_open()
-            limit = 2000  # one Generate frame's limit (Begin may report another)
-            for start in range(0, len(text), limit):
-                self._call(session.generate, text[start:start + limit])
+            try:
+                self._generate(text)
+            except ServiceError:
+                if not first:
+                    raise
+                self._generate(text)  # on a new session: _lost is set
+
+    def _generate(self, text: str) -> None:
+        session = self._session_open()
+        limit = 2000  # one Generate frame's limit (Begin may report another)
+        for start in range(0, len(text), limit):
+            self._call(session.generate, text[start:start + limit])
 
     def flush(self) -> int:
         """Conclude the request; its flush id."""
@@ -335,11 +368,13 @@ class Voice:
         try:
             return fn(*args)
         except aai.TTSError as exc:
+            self._lost = True
             raise convert(exc, "session") from None
         except (ValueError, RuntimeError) as exc:
             raise ServiceError(f"AssemblyAI's text to speech session failed ({exc}).",
                                service=SERVICE) from None
         except Exception as exc:  # the socket closed under us
+            self._lost = True
             raise ServiceError(f"AssemblyAI's text to speech session was lost "
                                f"({type(exc).__name__}: {exc}).", service=SERVICE) from None
 
@@ -398,4 +433,5 @@ class Voice:
                           [(w.word, w.start, w.end) for w in event.words])
 
     def _error(self, error: Any) -> None:
+        self._lost = True
         self._to_listener("on_error", str(convert(error, "session")))
