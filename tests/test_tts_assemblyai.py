@@ -288,3 +288,16 @@ def test_a_session_error_mid_answer_stops_speaking_and_keeps_the_text(sim, voice
     speaker, page = speak_answer(voice, "Still here. ")
     page.wait(lambda: page.count is not None)
     assert page.count >= 1 and voice.connects == 2
+
+
+def test_a_session_reading_answers_aloud_records_what_read_them_and_their_cost(sim, sample,
+                                                                              tmp_path):
+    s = vnb.Session("talk", home=str(tmp_path / "home"), speak="assemblyai")
+    turn = s.ask_audio(sample)
+    assert (turn.tts_backend, turn.tts_model, turn.tts_voice) == (
+        "assemblyai", "assemblyai-tts-1", "aai-jane")
+    assert turn.spoken_chars == len(turn.answer)
+    assert sim.tts.stats["characters_billed"] == len(turn.answer)
+    # synthesis is in the turn's cost: $15 per million characters
+    quiet = vnb.Session("quiet", home=str(tmp_path / "home")).ask_audio(sample)
+    assert turn.cost_usd == pytest.approx(quiet.cost_usd + len(turn.answer) * 15e-6)
