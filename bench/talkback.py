@@ -39,7 +39,7 @@ services' delays within it: ``stt_s`` (end of speech -> final transcript), the L
 its first complete sentence (``ttft + i / token_rate``, ``i`` the index of the simulator's
 token that completes the sentence ``voicenb._talkback.sentences`` cuts), and ``tts_ttfb_s``
 (request -> first byte; for the simulator also its synthesis). voicenb's overhead is what is
-left; it includes the page's 40 ms scheduling lead (``SPEAKER_LEAD`` in speaker.js, voicenb's
+left; it includes the page's 10 ms scheduling lead (``SPEAKER_LEAD`` in speaker.js, voicenb's
 choice), shown separately. The page measures the same turn from the microphone: it logs every
 100 ms chunk it captures, so the end of speech is known on its clock, before the chunk travels
 to the kernel; page voice to voice ends when the page sends ``playing``.
@@ -90,7 +90,7 @@ TOKEN_RATE = 60.0
 TTS_TTFB_S = 0.15  # AssemblyAI's first audio after a complete sentence (assumed, see above)
 TTS_SPEED = 4.0
 MIN_TURN_SILENCE_S = 0.100  # u3-rt-pro's default, as the simulator applies it
-SPEAKER_LEAD_S = 0.040  # speaker.js
+SPEAKER_LEAD_S = 0.010  # speaker.js
 QUESTION = "What is the capital of France?"
 RATE = 16000
 FRAME = 320  # 20 ms, the simulator's detector frame
@@ -99,7 +99,8 @@ LEAD_S = 1.0  # silence before the first question
 #: silence after a question whose answer is spoken over: the next starts ~1 s into it
 BARGE_GAP_S = 2.5
 #: silence after a question whose answer is heard to the end (sim beeps / espeak-ng)
-AFTER_GAP_S = {"openai": 7.5, "espeak": 12.0, "assemblyai": 12.0}
+#: (the AssemblyAI simulator says each word on its own, with pauses: its answers run longer)
+AFTER_GAP_S = {"openai": 7.5, "espeak": 12.0, "assemblyai": 20.0}
 TAIL_S = 12.0
 
 # Logs each microphone chunk the page hands to the player's voice check (every chunk the
@@ -358,8 +359,8 @@ def report(r: dict) -> str:
          _ms(col("before_llm"))),
         ("  of it: TTS first byte -> page says playing (WAV, comm, decode, lead, report)",
          _ms(col("after_tts"))),
-        ("  of it, in the page: sentence received -> scheduled (decode), plus 40 ms lead",
-         _ms(r["page_decode"]) + " + 40 ms"),
+        ("  of it, in the page: sentence received -> scheduled (decode), plus 10 ms lead",
+         _ms(r["page_decode"]) + " + 10 ms"),
         ("voice to voice from the microphone (page clock: captured end of speech -> playing)",
          _ms(col("page_v2v", page)) if page else "n/a"),
         ("voicenb overhead from the microphone (page voice to voice - services' delays)",

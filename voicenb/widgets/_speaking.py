@@ -121,10 +121,15 @@ class SpeaksMixin(traitlets.HasTraits):
         threading.Thread(target=run, name="voicenb-voice-open", daemon=True).start()
 
     def _close_voice(self) -> None:
-        """End the conversation's text-to-speech session (the widget stopped)."""
-        voice, self._voice_session = self._voice_session, None
+        """End the conversation's text-to-speech session (the widget stopped), off the
+        caller's thread: Terminate waits for the service's summary. The next answer opens a
+        new session."""
+        voice = self._voice_session
         if voice is not None:
-            voice.close()
+            import threading
+
+            threading.Thread(target=voice.close, name="voicenb-voice-close",
+                             daemon=True).start()
 
     def hush(self) -> None:
         """The person started speaking: if an answer is being read aloud, stop it."""
