@@ -75,6 +75,9 @@ def test_the_live_widget_streams_to_u3_rt_pro_by_default(live, sim, samples):
     assert live.wait(30)
     params = sim.streaming.received[-1].params
     assert params["speech_model"] == "u3-rt-pro" and "format_turns" not in params
+    # the turn says which model heard it, so that it is priced: $0.45 an hour of its audio
+    row = live.session.history.iloc[-1]
+    assert row["speech_model"] == "u3-rt-pro" and row["cost_usd"] > row["audio_s"] * 0.45 / 3600
 
 
 def test_answers_are_not_read_aloud_when_no_page_shows_the_widget(sim, samples, tmp_path):

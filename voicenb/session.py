@@ -185,15 +185,18 @@ class Session:
 
     def ask_text(self, text: str, *, audio: AudioLike | None = None, stt_backend: str = "text",
                  stt_s: float | None = None, transcript_id: str | None = None,
-                 confidence: float | None = None, stream: bool = False,
-                 on_token: OnToken | None = None, on_status: OnStatus | None = None) -> Turn:
-        """Ask with a transcript you already have (typed, or heard by real-time streaming)
-        and record the turn, with its audio when given.
+                 confidence: float | None = None, speech_model: str | None = None,
+                 stream: bool = False, on_token: OnToken | None = None,
+                 on_status: OnStatus | None = None) -> Turn:
+        """Ask with a transcript you already have (typed, or heard by real-time streaming:
+        ``speech_model`` is then the model that heard it, which prices it) and record the
+        turn, with its audio when given.
 
         >>> s.ask_text("What is the capital of France?")      # doctest: +SKIP
         """
         work, transcript = self._turns.text_turn(text, audio, stt_backend, stt_s=stt_s,
-                                                 id=transcript_id, confidence=confidence)
+                                                 id=transcript_id, confidence=confidence,
+                                                 speech_model=speech_model)
         if on_status:
             on_status(work.turn, "started")
         self._turns.run(work, transcript, stream=stream, on_token=on_token,

@@ -58,6 +58,7 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         self.show_turns = show_turns
         self._heard = 0  # final turns heard in the current stream
         self._rt: Any = None
+        self._speech_model: str | None = None
         # start/feed/stop come from the browser's messages and from Python threads at once
         self._rt_lock = threading.Lock()
         self._worker = Worker(self._answer_turn, name="voicenb-live",
@@ -110,6 +111,8 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         self._rt = RealtimeTranscriber(on_partial=self._on_partial, on_turn=self._on_turn,
                                        on_speech_started=lambda _s: self.hush(),
                                        settings=self.session.settings).start()
+        #: the streaming model that hears the turns (it prices them)
+        self._speech_model = self._rt.speech_model
         # The model's client (and its memory) is made while the person speaks: made here it
         # held up the stream, and every turn after would trail the speaker by as much.
         threading.Thread(target=self._warm_chat, name="voicenb-live-chat", daemon=True).start()
@@ -173,6 +176,7 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
             turn = self.session.ask_text(
                 event.text, audio=event.audio, stt_backend=BACKEND, stt_s=event.stt_s,
                 transcript_id=f"{event.session_id or 'live'}:{event.turn_order}",
+                speech_model=self._speech_model,
                 on_token=shown if speaker is None else both(shown, speaker.feed))
             self.answer = turn.answer or ""
             if speaker is not None:
