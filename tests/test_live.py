@@ -38,6 +38,19 @@ def test_the_browser_messages_drive_it(live, sim, samples):
     assert live.transcript == "How far away is the moon?"
 
 
+def test_the_captures_last_chunk_after_stop_opens_no_new_stream(live, sim):
+    live._on_msg(live, {"type": "start", "rate": 16000}, [])
+    live._on_msg(live, {"type": "audio"}, [memoryview(b"\0\0" * 1600)])
+    live._on_msg(live, {"type": "stop"}, [])
+    live.stop()  # (the message stops it on a thread; either way it is stopped now)
+    live._on_msg(live, {"type": "audio"}, [memoryview(b"\0\0" * 1600)])  # still in flight
+    assert live._rt is None and sim.streaming.stats["sessions"] == 1
+    live._on_msg(live, {"type": "start", "rate": 16000}, [])  # Start again: a new stream
+    live._on_msg(live, {"type": "audio"}, [memoryview(b"\0\0" * 1600)])
+    live.stop()
+    assert sim.streaming.stats["sessions"] == 2
+
+
 def test_a_refused_microphone_is_explained(live):
     why = "the microphone was refused: allow it for this page in the address bar's settings"
     live._on_msg(live, {"type": "error", "message": why}, [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -325,6 +326,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(self.server.app.error(self.path, 502, "The websocket server is down."))
             return
         upstream.settimeout(None)
+        # frames are small and come in bursts: Nagle's algorithm would hold one back ~40 ms
+        # for the acknowledgement of the one before
+        for sock in (upstream, self.connection):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         head = [self.requestline, *(f"{k}: {v}" for k, v in self.headers.items()), "", ""]
         try:
             upstream.sendall("\r\n".join(head).encode("latin-1", "replace"))

@@ -17,6 +17,7 @@ synthesised, and the turn is recorded ``barged_in`` with the characters that wer
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import anywidget
@@ -33,6 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..stt.streaming import TurnEvent
 
 LISTENING = "listening: speak, then pause to end your turn"
+#: microphone audio the page sends within this long after its Stop is the capture's last
+#: message still in flight, not speech that should open a new (billed) stream
+AFTER_STOP_S = 1.0
 
 
 class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
@@ -59,6 +63,7 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         self._heard = 0  # final turns heard in the current stream
         self._rt: Any = None
         self._speech_model: str | None = None
+        self._page_stopped_at: float | None = None  # when the page's Stop came
         # start/feed/stop come from the browser's messages and from Python threads at once
         self._rt_lock = threading.Lock()
         self._worker = Worker(self._answer_turn, name="voicenb-live",
@@ -76,13 +81,18 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         kind = content.get("type") if isinstance(content, dict) else None
         try:
             if kind == "start":
+                self._page_stopped_at = None
                 self.start()
             elif kind == "audio":
+                if self._page_stopped_at is not None and \
+                        time.monotonic() - self._page_stopped_at < AFTER_STOP_S:
+                    return  # the capture's last message, after Stop: not a new stream
                 for buffer in buffers:
                     self.feed(bytes(buffer))
             elif kind == "play":
                 self._play(content.get("turn", 0))
             elif kind == "stop":
+                self._page_stopped_at = time.monotonic()
                 threading.Thread(target=self.stop, name="voicenb-live-stop",
                                  daemon=True).start()
             elif kind == "error":
