@@ -302,8 +302,10 @@ class Voice:
         if _no_keys not in logger.filters:
             logger.addFilter(_no_keys)
         config = aai.TTSConfig(voice_id=self.voice, language=self.language)
-        session = aai.TTSSession(config=config, client=aai.Client(settings=_settings(
-            self._cfg)), word_boundaries=True, connect_timeout=self._cfg.connect_timeout)
+        client = aai.Client(settings=_settings(self._cfg))
+        session = aai.TTSSession(config=config, client=client, word_boundaries=True,
+                                 connect_timeout=self._cfg.connect_timeout)
+        client.http_client.close()  # the session copied its settings; it sends no HTTP
         for event, handler in (("Audio", self._audio), ("FlushDone", self._done),
                                ("WordBoundaries", self._words), ("Error", self._error)):
             session.on(event, handler)
