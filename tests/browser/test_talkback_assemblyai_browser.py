@@ -9,33 +9,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
-import pytest
 import requests
 
 import voicenb as vnb
 from voicenb._talkback import _BLANKED, _cut
-from voicenb.audio import pcm_to_wav
 
 from . import harness
-
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-
-pytestmark = pytest.mark.skipif(
-    not (Path(harness.CHROMIUM).exists() and shutil.which("espeak-ng"))
-    and not os.environ.get("CI"),
-    reason="Debian's chromium and espeak-ng are not installed (.ci/run installs them)")
-
-
-def _microphone(path: Path) -> Path:
-    """A question, 4 s of silence (the answer starts being read), a second question that
-    speaks over the answer, then silence."""
-    first, second = (vnb.Audio(p).pcm16k() for p in vnb.sim.samples()[:2])
-    silence = bytes(2 * 16000)
-    path.write_bytes(pcm_to_wav(first + silence * 4 + second + silence * 12))
-    return path
+from .test_talkback_browser import ARTIFACTS, _microphone, pytestmark  # noqa: F401 - the
+# same microphone (a question, then a second one over the answer), artifacts and skip rule
 
 
 def test_an_assemblyai_answer_is_read_aloud_and_keeps_exactly_the_words_heard(tmp_path):
