@@ -176,10 +176,12 @@ def test_garbled_poll_answer_is_ridden_out(sim, sample):
     assert vnb.transcribe(sample, settings=fast_settings()).ok
 
 
-def test_garbled_submit_answer_is_a_service_error(sim, sample):
-    sim.inject("malformed", "/v2/transcript", method="POST")
+def test_garbled_submit_answer_every_time_is_a_service_error(sim, sample):
+    # a 200 that is not JSON may have created one: the list is read before each new POST
+    sim.inject("malformed", "/v2/transcript", method="POST", times=100)
     with pytest.raises(vnb.ServiceError, match="not JSON"):
-        vnb.transcribe(sample, settings=fast_settings())
+        vnb.transcribe(sample, settings=fast_settings(max_retries=2))
+    assert sim.stats["fault:malformed"] == 3 and sim.stats["transcripts"] == 0
 
 
 def test_rate_limit_that_never_ends_is_a_rate_limit_error(sim, sample):

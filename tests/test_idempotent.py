@@ -19,6 +19,41 @@ def test_an_answer_lost_after_the_transcript_was_created_is_not_paid_twice(sim, 
     assert [h.kind for h in sim.app.fault_log] == ["cut"]
 
 
+@pytest.mark.parametrize("kind", ["cut", "malformed"])
+def test_a_list_that_fails_is_read_again_before_anything_is_submitted_again(sim, sample, kind):
+    # The soak's one duplicate: the list answered broken after a cut POST, and the client,
+    # unable to tell, submitted again. Now it reads the list until it can tell.
+    sim.inject("cut", "/v2/transcript", method="POST")
+    sim.inject(kind, "/v2/transcript", method="GET", times=2)  # the list, twice
+    t = vnb.transcribe(sample, settings=vnb.Settings(backoff=0.01))
+    assert t.text == "What is the capital of France?"
+    assert sim.stats["transcripts"] == 1
+    assert [h.kind for h in sim.app.fault_log] == ["cut", kind, kind]
+
+
+def test_a_list_that_never_answers_fails_the_turn_instead_of_paying_twice(sim, sample,
+                                                                         tmp_path):
+    settings = vnb.Settings(backoff=0.01, max_retries=2)
+    s = vnb.Session("blind", home=str(tmp_path / "home"), settings=settings)
+    sim.inject("cut", "/v2/transcript", method="POST")
+    sim.inject("malformed", "/v2/transcript", method="GET", times=3)  # every reading
+    with pytest.raises(vnb.ServiceError, match="broke off"):
+        s.ask_audio(sample)
+    assert s.history["status"].tolist() == ["error"]
+    assert sim.stats["transcripts"] == 1
+    # once the list answers, the rerun finds the transcript the cut POST created
+    assert s.retry_failed(progress=False)[0].ok
+    assert sim.stats["transcripts"] == 1
+
+
+def test_an_answer_that_is_not_json_may_be_a_created_transcript(sim, sample):
+    sim.inject("malformed", "/v2/transcript", method="POST")  # 200, half a body
+    t = vnb.transcribe(sample, settings=vnb.Settings(backoff=0.01))
+    assert t.ok and sim.stats["transcripts"] == 1
+    kinds = [h.method + " " + h.path for h in sim.app.fault_log]
+    assert kinds == ["POST /v2/transcript"]
+
+
 def test_a_failure_before_the_work_is_sent_again(sim, sample):
     sim.inject("500", "/v2/transcript", method="POST", times=2)
     t = vnb.transcribe(sample, settings=vnb.Settings(backoff=0.01))

@@ -343,10 +343,11 @@ class AssemblyAI:
                 if attempt == self.settings.max_retries:
                     raise
                 delay = exc.retry_after or self.settings.backoff * 2 ** attempt
-            except ServiceError as exc:  # 5xx, a dropped or timed-out answer: it may exist
-                if exc.status_code is not None and exc.status_code < 500:
+            except ServiceError as exc:
+                if exc.status_code is not None and 400 <= exc.status_code < 500:
                     raise  # refused (a bad request, a wrong key): nothing was created
-                found = self._created(audio_url, since)
+                # a 5xx, or an answer broken off or not JSON: the transcript may exist
+                found = self._created(audio_url, since, exc)
                 if found is not None:
                     return found
                 if attempt == self.settings.max_retries:
@@ -355,17 +356,29 @@ class AssemblyAI:
             time.sleep(min(delay, self.settings.max_retry_after))
             attempt += 1
 
-    def _created(self, audio_url: str, since: float) -> dict[str, Any] | None:
-        """The transcript an unanswered POST created for ``audio_url``, if any."""
-        try:
-            items = recent(self.http)
-        except ServiceError:
-            return None  # can't tell: submitting again is the lesser harm
-        for item in items:  # newest first
-            if (item.get("audio_url") == audio_url and item.get("status") != "error"
-                    and _wall(item.get("created")) >= since):
-                return item
-        return None
+    def _created(self, audio_url: str, since: float = 0.0,
+                 unanswered: ServiceError | None = None) -> dict[str, Any] | None:
+        """The transcript an unanswered POST created for ``audio_url``, or None when the
+        account has none. The list is read again while it fails; when it cannot be read
+        at all, ``unanswered`` (else the list's error) is raised: submitting blind could
+        pay twice."""
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                items = recent(self.http)
+            except ServiceError:
+                if attempt == self.settings.max_retries:
+                    if unanswered is None:
+                        raise
+                    raise unanswered from None
+                time.sleep(min(self.settings.backoff * 2 ** attempt,
+                               self.settings.max_retry_after))
+                continue
+            for item in items:  # newest first
+                if (item.get("audio_url") == audio_url and item.get("status") != "error"
+                        and _wall(item.get("created")) >= since):
+                    return item
+            return None
+        return None  # pragma: no cover - the loop returns or raises
 
     def get(self, transcript_id: str) -> dict[str, Any]:
         return get(self.http, transcript_id)
@@ -471,17 +484,24 @@ class AssemblyAI:
                     on_stage("uploaded", upload_url)
             created = self.submit(upload_url, **options)
             transcript_id = field(created, "id", self.http.service)
-            if on_stage:
-                on_stage("submitted", transcript_id)
+        if on_stage and transcript_id != (resume and resume.transcript_id):
+            on_stage("submitted", transcript_id)  # new, or found among the account's
         return _Job(self, audio, audio_s, transcript_id, t0, uploaded, time.monotonic())
 
     def _usable(self, resume: Checkpoint | None) -> tuple[str | None, str | None]:
         """What of an earlier attempt to reuse: a transcript still running or done is waited
-        for, not paid for twice; one the service failed is submitted again from its upload."""
+        for, not paid for twice, even one whose creation's answer was lost (it is looked for
+        among the account's newest); one the service failed is submitted again from its
+        upload."""
         if resume is None:
             return None, None
         if resume.transcript_id is None:
-            return resume.upload_url, None
+            if resume.upload_url is None:
+                return None, None
+            # a POST whose answer was lost may have created one (its upload URL is unique)
+            found = self._created(resume.upload_url)
+            return resume.upload_url, None if found is None else field(
+                found, "id", self.http.service)
         try:
             status = self.get(resume.transcript_id).get("status")
         except AuthenticationError:
