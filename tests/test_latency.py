@@ -190,15 +190,21 @@ def test_an_answer_spoken_over_is_barged_in_and_remembered_as_heard(sim, tmp_pat
     assert "voice to voice" in repr(s)
 
 
-def test_a_schema_6_store_gains_the_speaking_columns_keeping_every_row(tmp_path, sim):
-    """Schema 7 appends tts_backend, tts_voice and words_heard; a store written before it
-    (they are dropped here, as schema 6 had none) migrates in place."""
+def test_a_schema_6_store_gains_the_speaking_and_live_columns_keeping_every_row(tmp_path, sim):
+    """Schema 7 appends tts_backend, tts_voice and words_heard, schema 8 the live columns
+    (live_backend, audio tokens, billed_s, reconnects); a store written before them (they
+    are dropped here, as schema 6 had none) migrates in place, one step after the other."""
+    from voicenb._store import ADDED_IN
+
+    later = [name for name in NAMES if ADDED_IN.get(name, 1) >= 7]
+    assert later[:3] == ["tts_backend", "tts_voice", "words_heard"]
+    assert "live_backend" in later and "reconnects" in later
     home = tmp_path / "six"
     session = vnb.Session("s", home=home)
     session.ask_text("What is the capital of France?")
     session.store.close()
     db = sqlite3.connect(home / "history.sqlite")
-    for column in ("tts_backend", "tts_voice", "words_heard"):
+    for column in later:
         db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
     db.execute("PRAGMA user_version = 6")
     db.execute("UPDATE voicenb_schema SET version = 6")
@@ -207,7 +213,7 @@ def test_a_schema_6_store_gains_the_speaking_columns_keeping_every_row(tmp_path,
     db.close()
     df = vnb.load_history(home)
     assert tuple(df.columns) == NAMES and len(df) == len(rows) == 1
-    assert df[["tts_backend", "tts_voice", "words_heard"]].isna().all().all()
+    assert df[later].isna().all().all()
     after = sqlite3.connect(home / "history.sqlite")
-    assert after.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert after.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
     assert [r[:len(rows[0])] for r in after.execute("SELECT * FROM turns")] == rows

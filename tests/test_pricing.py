@@ -290,7 +290,30 @@ def test_the_table_lists_each_rate_with_its_unit(prices):
     assert table.loc[("llm", "gpt-4o-mini", "output"), "usd"] == 0.60
     assert table.loc[("stt", "openai/whisper-1", "audio"), "per"] == "minute"
     assert table.loc[("tts", "tts-1", "characters"), "per"] == "1M characters"
-    assert list(table.index.get_level_values("kind").unique()) == ["stt", "llm", "tts"]
+    assert list(table.index.get_level_values("kind").unique()) == ["stt", "llm", "tts", "live"]
+    assert table.loc[("llm", "gpt-realtime-2", "audio output"), "usd"] == 64.0
+    assert table.loc[("live", "assemblyai-agent", "audio"), "per"] == "hour"
+
+
+def test_a_realtime_turn_is_priced_by_its_text_and_audio_tokens_and_its_transcription(prices):
+    row = {"live_backend": "openai-realtime", "stt_backend": "openai-realtime",
+           "speech_model": "gpt-4o-transcribe", "audio_s": 60.0, "transcript": "hi",
+           "llm_model": "gpt-realtime-2", "prompt_tokens": 1_100, "audio_in_tokens": 100,
+           "completion_tokens": 300, "audio_out_tokens": 200, "spoken_chars": 500,
+           "tts_backend": "openai-realtime"}
+    text = 1_000 * 4.00 + 100 * 16.00
+    audio = 100 * 32.00 + 200 * 64.00
+    assert prices.turn_cost(row) == pytest.approx((text + audio) / 1e6 + 0.006)
+    assert prices.missing({**row, "llm_model": "gpt-4o-mini"}) == [
+        "llm gpt-4o-mini audio tokens"]
+
+
+def test_a_voice_agent_turn_costs_its_share_of_the_session_hour_all_in(prices):
+    row = {"live_backend": "assemblyai-agent", "stt_backend": "assemblyai-agent",
+           "audio_s": 3.0, "transcript": "hi", "billed_s": 36.0, "spoken_chars": 120,
+           "tts_backend": "assemblyai-agent", "llm_model": "assemblyai-agent"}
+    assert prices.turn_cost(row) == pytest.approx(4.50 / 100)
+    assert prices.turn_cost({**row, "billed_s": None}) == 0.0  # nothing billed yet
 
 
 def test_prices_are_never_changed_in_place(prices):

@@ -40,7 +40,8 @@ def test_history_columns_are_the_schema_in_order(session, sample):
         "prompt_tokens", "completion_tokens", "total_s", "setup_s", "wait_s", "overhead_s",
         "speech_model", "experiment", "variant", "reference", "wer", "cost_usd", "simulated",
         "first_token_s", "first_audio_s", "tts_model", "tts_ttfb_s", "spoken_chars",
-        "tts_backend", "tts_voice", "words_heard"]
+        "tts_backend", "tts_voice", "words_heard", "live_backend", "audio_in_tokens",
+        "audio_out_tokens", "billed_s", "reconnects"]
 
 
 def test_history_dtypes(session, sample, make_wav):

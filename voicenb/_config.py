@@ -23,6 +23,10 @@ DEFAULT_ASSEMBLYAI_SYNC_URL = "https://sync.assemblyai.com"
 #: AssemblyAI's text-to-speech host (US data zone; https://tts.eu.assemblyai.com keeps text in
 #: the EU), the name the SDK gives it: settings.tts_base_url, ASSEMBLYAI_TTS_BASE_URL
 DEFAULT_ASSEMBLYAI_TTS_URL = "https://tts.us.assemblyai.com"
+#: AssemblyAI's Voice Agent API (its WebSocket is <this>/v1/ws)
+DEFAULT_ASSEMBLYAI_AGENT_URL = "wss://agents.assemblyai.com"
+#: OpenAI's speech-to-speech model for session.live(backend="openai-realtime")
+DEFAULT_REALTIME_MODEL = "gpt-realtime-2"
 #: Pre-recorded models in priority order (see the README: pinned so every account, new or
 #: existing, runs the same model before and after AssemblyAI's 2026-12-08 default change, with
 #: universal-2 for the languages assemblyai-stt-3-7 does not cover). "default" sends none.
@@ -50,6 +54,7 @@ _ENV = {
     "assemblyai_streaming_url": "ASSEMBLYAI_STREAMING_URL",
     "assemblyai_sync_url": "ASSEMBLYAI_SYNC_URL",
     "assemblyai_tts_url": "ASSEMBLYAI_TTS_BASE_URL",
+    "assemblyai_agent_url": "ASSEMBLYAI_AGENT_URL",
     "openai_api_key": "OPENAI_API_KEY",
     "openai_base_url": "OPENAI_BASE_URL",
     "model": "VOICENB_MODEL",
@@ -59,6 +64,8 @@ _ENV = {
     "tts": "VOICENB_TTS",
     "tts_voice": "VOICENB_TTS_VOICE",
     "tts_language": "VOICENB_TTS_LANGUAGE",
+    "realtime_model": "VOICENB_REALTIME_MODEL",
+    "live_voice": "VOICENB_LIVE_VOICE",
     "speech_models": "VOICENB_SPEECH_MODELS",
     "sync_model": "VOICENB_SYNC_MODEL",
     "streaming_model": "VOICENB_STREAMING_MODEL",
@@ -116,6 +123,9 @@ class Settings:
     #: AssemblyAI's text-to-speech host; unset while ``assemblyai_base_url`` points elsewhere
     #: (a simulator, a proxy): then no text goes to AssemblyAI's own host
     assemblyai_tts_url: str | None = None
+    #: AssemblyAI's Voice Agent API host (wss://); unset while ``assemblyai_base_url``
+    #: points elsewhere, like the text-to-speech host
+    assemblyai_agent_url: str | None = None
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     model: str | None = None
@@ -131,6 +141,11 @@ class Settings:
     #: portuguese); unset: the backend's default
     tts_voice: str | None = None
     tts_language: str | None = None
+    #: OpenAI's Realtime model (live backend "openai-realtime"), and the voice of a
+    #: speech-to-speech live backend (its service's names: marin, cedar, alloy... for OpenAI;
+    #: claire... for AssemblyAI's Voice Agent API); unset: the service's default
+    realtime_model: str | None = None
+    live_voice: str | None = None
     #: AssemblyAI pre-recorded models, comma-separated in priority order ("default": the
     #: account's default), the Sync API's model, and the streaming model
     speech_models: str | None = None
@@ -184,6 +199,9 @@ class Settings:
         if out.assemblyai_tts_url is None and (out.assemblyai_base_url is None or (
                 out.assemblyai_base_url.rstrip("/") == DEFAULT_ASSEMBLYAI_BASE_URL)):
             out = dataclasses.replace(out, assemblyai_tts_url=DEFAULT_ASSEMBLYAI_TTS_URL)
+        if out.assemblyai_agent_url is None and (out.assemblyai_base_url is None or (
+                out.assemblyai_base_url.rstrip("/") == DEFAULT_ASSEMBLYAI_BASE_URL)):
+            out = dataclasses.replace(out, assemblyai_agent_url=DEFAULT_ASSEMBLYAI_AGENT_URL)
         defaults = {
             "assemblyai_base_url": DEFAULT_ASSEMBLYAI_BASE_URL,
             "assemblyai_streaming_url": DEFAULT_ASSEMBLYAI_STREAMING_URL,
@@ -196,6 +214,7 @@ class Settings:
             "speech_models": DEFAULT_SPEECH_MODELS,
             "sync_model": DEFAULT_SYNC_MODEL,
             "streaming_model": DEFAULT_STREAMING_MODEL,
+            "realtime_model": DEFAULT_REALTIME_MODEL,
             "assemblyai_api": "auto",
         }
         return out.replace(**{k: v for k, v in defaults.items() if getattr(out, k) is None})

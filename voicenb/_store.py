@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from ._config import Settings, resolve
 from ._errors import ConfigError, MissingDependencyError, ServiceError, redact, remember_secret
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: The history schema of DESIGN.md: table and DataFrame columns, in this order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -81,16 +81,24 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("tts_backend", "TEXT"),     # "assemblyai", "openai", "espeak"
     ("tts_voice", "TEXT"),       # "aai-jane", "alloy", "en"...
     ("words_heard", "INTEGER"),  # None: no word timings (a backend without them)
+    # schema 8: live conversations, on the cascade or a speech-to-speech service
+    ("live_backend", "TEXT"),    # "cascade", "openai-realtime", "assemblyai-agent"
+    ("audio_in_tokens", "INTEGER"),   # of prompt_tokens, the audio ones (speech-to-speech)
+    ("audio_out_tokens", "INTEGER"),  # of completion_tokens, the audio ones
+    ("billed_s", "REAL"),        # session seconds billed for the turn (billed by the hour)
+    ("reconnects", "INTEGER"),   # times the live connection was made again during the turn
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 FLOATS = tuple(n for n, t in COLUMNS if t.startswith("REAL") and n != "started_at")
-INTS = ("polls", "prompt_tokens", "completion_tokens", "spoken_chars", "words_heard")
+INTS = ("polls", "prompt_tokens", "completion_tokens", "spoken_chars", "words_heard",
+        "audio_in_tokens", "audio_out_tokens", "reconnects")
 STRINGS = tuple(n for n, t in COLUMNS if t.startswith("TEXT"))
 #: the schema version that added each column (the rest are schema 1's)
 ADDED_IN = {**dict.fromkeys(("setup_s", "wait_s", "overhead_s"), 2), "speech_model": 3,
             **dict.fromkeys(NAMES[NAMES.index("experiment"):NAMES.index("first_token_s")], 4),
             **dict.fromkeys(NAMES[NAMES.index("first_token_s"):NAMES.index("tts_backend")], 5),
-            **dict.fromkeys(NAMES[NAMES.index("tts_backend"):], 7)}
+            **dict.fromkeys(NAMES[NAMES.index("tts_backend"):NAMES.index("live_backend")], 7),
+            **dict.fromkeys(NAMES[NAMES.index("live_backend"):], 8)}
 
 #: A turn still in one of these stages is in progress (or was, if its process died).
 STAGES = ("started", "uploading", "transcribing", "answering")

@@ -198,11 +198,15 @@ class Speaker:
         self._model_name = "espeak" if self._backend == "espeak" else model or tts.DEFAULT_MODEL
         if self._backend == "openai":  # a model past its shutdown is refused before a word
             tts.check_model(self._model_name)
-        self._send, self._voice, self._model = send, voice or self._cfg.tts_voice, model
+        self._voice, self._model = voice or self._cfg.tts_voice, model
         self._voice_name = self._voice or {"openai": tts.DEFAULT_VOICE,
                                            "assemblyai": tts.assemblyai.DEFAULT_VOICE,
                                            "espeak": "en"}.get(self._backend)
-        self._on_all_sent = on_all_sent
+        self._init_state(send, on_all_sent)
+
+    def _init_state(self, send: Callable[[int, bytes], None],
+                    on_all_sent: Callable[[int], None] | None) -> None:
+        self._send, self._on_all_sent = send, on_all_sent
         self._cond = threading.Condition()
         # held while a sentence is sent: cancel() waits it out, so that once cancel()
         # returns nothing more reaches the player (re-entrant: send may call cancel)
@@ -714,4 +718,94 @@ class StreamSpeaker(Speaker):
             chars = len(text)  # all of it, trailing blanks and markup included
         spoken.spoken_chars = min(chars, len(text))
         spoken.words_heard = words if exact else None
+        return spoken
+
+
+# -- speech the service made: a speech-to-speech live backend ------------------------------------
+
+
+class AudioSpeaker(StreamSpeaker):
+    """Plays one answer whose speech comes ready-made from a speech-to-speech service
+    (:mod:`voicenb.live`): :meth:`audio` takes its PCM (24 kHz) as it arrives and hands it to
+    ``send(seq, wav)`` in short clips, :meth:`feed` its transcript. The same outcome as
+    :class:`Speaker`; what was heard is the audio played before a barge-in
+    (:meth:`heard_ms`, which the service is told), and the characters heard are that share
+    of the transcript, cut back to a whole word (the services give no word timings).
+
+    >>> speaker = AudioSpeaker(send, backend="openai-realtime", model="gpt-realtime-2",
+    ...                        voice="marin")                     # doctest: +SKIP
+    >>> speaker.audio(pcm); speaker.feed("Paris is"); speaker.finish()  # doctest: +SKIP
+    """
+
+    def __init__(self, send: Callable[[int, bytes], None], *, backend: str,
+                 model: str | None, voice: str | None,
+                 on_all_sent: Callable[[int], None] | None = None) -> None:
+        self._cfg = None
+        self._backend, self._model_name, self._model = backend, model, model
+        self._voice = self._voice_name = voice
+        self._init_state(send, on_all_sent)
+        self._requests: list[_Request] = []
+        self._pcm = bytearray()
+        self._audio_ms = 0.0
+        self._clip_starts: list[float] = []
+        self._generated_at: float | None = None
+
+    def __repr__(self) -> str:
+        return (f"AudioSpeaker(backend={self._backend!r}, clips={len(self._sent)}, "
+                f"audio_ms={self._audio_ms:.0f}, finished={self._finished})")
+
+    def _take(self, *, final: bool) -> None:
+        pass  # the service speaks: the transcript is only kept
+
+    def _stop(self) -> None:
+        Speaker._stop(self)  # the owner tells the service (Conversation.interrupt)
+
+    def audio(self, pcm: bytes) -> None:
+        """The next piece of the answer's speech (16-bit mono PCM, 24 kHz)."""
+        with self._cond:
+            if self._stopped or self._finished or not pcm:
+                return
+            self._audio_ms += len(pcm) / _PCM_BYTES_PER_MS
+            self._pcm += pcm
+            enough = (FIRST_CLIP_MS if not self._sent else CLIP_MS) * _PCM_BYTES_PER_MS
+            clip = self._take_clip() if len(self._pcm) >= enough else None
+        if clip is not None:
+            self._deliver_clip(*clip)
+
+    def finish(self) -> None:
+        """The answer is complete (its audio and transcript are all in)."""
+        with self._cond:
+            clip = self._take_clip() if self._pcm and not self._stopped else None
+        if clip is not None:
+            self._deliver_clip(*clip)
+        with self._cond:
+            self._tried = self._tried or bool(self._sent)
+        super().finish()
+
+    def _synthesised_all(self) -> bool:
+        return self._finished and not self._stopped and not self._pcm
+
+    def heard_ms(self) -> float:
+        """Milliseconds of the answer's audio the person heard (so far)."""
+        with self._cond:
+            return self._heard_ms()
+
+    def result(self, timeout: float | None = None, *, idle: float | None = None) -> Spoken:
+        return Speaker.result(self, timeout, idle=idle)
+
+    def _spoken(self) -> Spoken:
+        spoken = Speaker._spoken(self)
+        text = spoken.text
+        if self._played_through() and self._sent:
+            chars = len(text)
+        elif self._audio_ms <= 0:
+            chars = 0
+        else:  # the share of the audio heard, cut back to the last whole word
+            head = text[:int(len(text) * min(1.0, self._heard_ms() / self._audio_ms))]
+            chars = len(head) if len(head) == len(text) or text[len(head):][:1].isspace() \
+                else len(head) - len(re.split(r"\s", head)[-1])
+            chars = len(text[:chars].rstrip())
+        spoken.spoken_chars = min(chars, len(text))
+        spoken.words_heard = None
+        spoken.tts_ttfb_s = None
         return spoken

@@ -10,6 +10,14 @@ A turn's cost adds up to three parts, each priced only if it happened:
   ``assemblyai-tts-1``, ``espeak`` free. A service bills every character it synthesises, and a
   cut-off answer plays fewer of them than were sent, so this is a lower bound for such a turn.
 
+A turn of a live speech-to-speech backend (``live_backend``) is priced as its service bills:
+``openai-realtime`` by tokens at its model's rates, its audio tokens (``audio_in_tokens``,
+``audio_out_tokens``, parts of ``prompt_tokens`` and ``completion_tokens``) at the entry's
+``audio_input_per_mtok`` and ``audio_output_per_mtok``, plus the person's audio at its input
+transcription model's rate; ``assemblyai-agent`` all in by the hour of session (``live``
+section, ``per_hour``), for the turn's share of it (``billed_s``). Neither has a separate
+speech synthesis part.
+
 Engines that run on this machine (pocketsphinx, faster-whisper, espeak-ng) cost 0. A part with
 no price makes the whole cost unknown (``None``), never a guess: :meth:`Prices.missing` names
 what is missing and :meth:`Prices.explain` says how to add it. Where a vendor publishes no rate
@@ -35,7 +43,8 @@ the shipped table and win over it, entry by entry::
 ``stt`` keys are ``"<stt_backend>/<speech_model>"`` (``"<stt_backend>/*"``: any model) with
 exactly one of ``per_hour`` or ``per_minute``; ``llm`` keys are model names with
 ``input_per_mtok`` and ``output_per_mtok`` (USD per million tokens); ``tts`` keys are model
-(or backend) names with ``per_mchar`` (USD per million characters). Any entry may add
+(or backend) names with ``per_mchar`` (USD per million characters); ``live`` keys are
+live backends billed by the hour with ``per_hour``. Any entry may add
 ``as_of`` (YYYY-MM-DD), ``source`` (a URL) and ``note``. A ``.toml`` file works too (Python
 3.11+). Prices are list prices: cached-input discounts, free tiers and contracts are not
 modelled, and a service behind a different base URL (a local Ollama, a proxy) needs its own
@@ -101,6 +110,10 @@ _TRANSCRIBE = "https://tokenmix.ai/blog/gpt-4o-transcribe-speech-to-text-api-gui
 _TRANSCRIBE_VIA = ("OpenAI bills audio and text tokens; this is its per-minute estimate, as "
                    "quoted (checked against OpenAI's April 2026 docs) by the source; ")
 _LOCAL = "runs on this machine: no per-use fee"
+_AAI_AGENT = "https://www.assemblyai.com/blog/introducing-our-voice-agent-api"
+_REALTIME = "https://aidigest.shelfcritter.com/topics/gpt-realtime-2"
+#: live backends that speak for themselves: no separate speech synthesis to price
+_SPEECH_TO_SPEECH = ("openai-realtime", "assemblyai-agent")
 
 _SHIPPED: dict[str, dict[str, dict[str, Any]]] = {
     "stt": {
@@ -173,6 +186,15 @@ _SHIPPED: dict[str, dict[str, dict[str, Any]]] = {
                           "note": _LLM_VIA + "; 2.50 / 15.00 before 2026-07-30" + _LONG},
         "gpt-5.6-sol": {"input_per_mtok": 5.00, "output_per_mtok": 30.00, "as_of": "2026-07-30",
                         "source": _LLM_PRICES, "note": _LLM_VIA + _LONG},
+        # speech to speech (OpenAI's Realtime API): text tokens at the first two rates, the
+        # audio ones (audio_in_tokens, audio_out_tokens) at the audio rates
+        "gpt-realtime-2": {
+            "input_per_mtok": 4.00, "output_per_mtok": 16.00,
+            "audio_input_per_mtok": 32.00, "audio_output_per_mtok": 64.00,
+            "as_of": "2026-05-11", "source": _REALTIME,
+            "note": "the audio rates as reported at its release (2026-05-11); "
+                    + _ASSUMED + "its text rates are gpt-realtime's ($4 / $16), which no "
+                    "source we found restates for gpt-realtime-2"},
         # older models, priced for the history rows they left behind
         "gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.60, "as_of": "2026-07-30",
                         "source": _LLM_PRICES, "note": _LLM_VIA + "; " + _ENDS_2027_01_14},
@@ -192,6 +214,13 @@ _SHIPPED: dict[str, dict[str, dict[str, Any]]] = {
         "gpt-3.5-turbo": {"input_per_mtok": 0.50, "output_per_mtok": 1.50,
                           "as_of": AS_OF, "source": _OPENAI + "gpt-3.5-turbo",
                           "note": _GONE_2026_10_23},
+    },
+    "live": {
+        "assemblyai-agent": {
+            "per_hour": 4.50, "as_of": "2026-04-29", "source": _AAI_AGENT,
+            "note": "'$4.50/hr covers everything: speech understanding, LLM reasoning, and "
+                    "voice generation' (the launch post); billed on the session's time, "
+                    "which voicenb shares out to the turns (billed_s)"},
     },
     "tts": {
         "assemblyai-tts-1": {
@@ -243,11 +272,16 @@ del _kind, _snapshots, _snapshot, _model
 # kind -> (rate fields, how many of them an entry sets: "all" or "one")
 _RATES = {"stt": (("per_hour", "per_minute"), "one"),
           "llm": (("input_per_mtok", "output_per_mtok"), "all"),
-          "tts": (("per_mchar",), "all")}
+          "tts": (("per_mchar",), "all"),
+          "live": (("per_hour",), "all")}
+#: rates an entry may add: a speech-to-speech model's audio tokens
+_OPTIONAL = {"llm": ("audio_input_per_mtok", "audio_output_per_mtok")}
 _LABELS = ("as_of", "source", "note")
 _UNITS = {"per_hour": ("audio", "hour"), "per_minute": ("audio", "minute"),
           "input_per_mtok": ("input", "1M tokens"), "output_per_mtok": ("output", "1M tokens"),
-          "per_mchar": ("characters", "1M characters")}
+          "per_mchar": ("characters", "1M characters"),
+          "audio_input_per_mtok": ("audio input", "1M tokens"),
+          "audio_output_per_mtok": ("audio output", "1M tokens")}
 #: stt_backend values of turns that were typed, not transcribed
 _TYPED = ("text",)
 _EXAMPLE = ('{"stt": {"assemblyai/assemblyai-stt-3-7": {"per_hour": 0.15}}, '
@@ -326,11 +360,27 @@ class Prices:
     # -- pricing one row ---------------------------------------------------------------------
 
     def _parts(self, row: Mapping[str, Any]) -> list[tuple[str, float | None]]:
-        parts = [self._speech(row), self._answer(row), self._synthesis(row)]
+        live = _text(row, "live_backend")
+        if live in _SPEECH_TO_SPEECH:
+            parts = [self._session(row, live)] if live == "assemblyai-agent" else [
+                self._speech(row, as_backend="openai"), self._answer(row)]
+        else:
+            parts = [self._speech(row), self._answer(row), self._synthesis(row)]
         return [part for part in parts if part is not None]
 
-    def _speech(self, row: Mapping[str, Any]) -> tuple[str, float | None] | None:
-        backend, audio_s = _text(row, "stt_backend"), _number(row, "audio_s")
+    def _session(self, row: Mapping[str, Any], live: str) -> tuple[str, float | None] | None:
+        """A service billed by the hour of session, all in: the turn's share of it."""
+        billed = _number(row, "billed_s")
+        if billed is None:
+            return None
+        entry = self.entries.get(("live", live))
+        return f"live {live}", None if entry is None else billed * entry.rates["per_hour"] / 3600
+
+    def _speech(self, row: Mapping[str, Any], as_backend: str | None = None
+                ) -> tuple[str, float | None] | None:
+        """``as_backend``: the service whose rates price it (a realtime session's input
+        transcription is billed as that transcription model's)."""
+        backend, audio_s = as_backend or _text(row, "stt_backend"), _number(row, "audio_s")
         # Services bill a finished transcript only: a row whose transcript never came paid none.
         unfinished = "transcript" in row and _text(row, "transcript", keep_empty=True) is None
         if backend is None or backend in _TYPED or audio_s is None or unfinished:
@@ -354,8 +404,16 @@ class Prices:
         label = f"llm {model or '(unknown model)'}"
         if entry is None:
             return label, None
-        return label, ((prompt or 0) * entry.rates["input_per_mtok"]
-                       + (completion or 0) * entry.rates["output_per_mtok"]) / 1e6
+        audio_in, audio_out = (_number(row, "audio_in_tokens") or 0.0,
+                               _number(row, "audio_out_tokens") or 0.0)
+        rates = entry.rates
+        if (audio_in and "audio_input_per_mtok" not in rates) or (
+                audio_out and "audio_output_per_mtok" not in rates):
+            return f"{label} audio tokens", None
+        return label, (((prompt or 0) - audio_in) * rates["input_per_mtok"]
+                       + ((completion or 0) - audio_out) * rates["output_per_mtok"]
+                       + audio_in * rates.get("audio_input_per_mtok", 0.0)
+                       + audio_out * rates.get("audio_output_per_mtok", 0.0)) / 1e6
 
     def _synthesis(self, row: Mapping[str, Any]) -> tuple[str, float | None] | None:
         chars = _number(row, "spoken_chars")
@@ -437,7 +495,8 @@ def _parse(data: Any, origin: str, source: str) -> dict[tuple[str, str], _Entry]
                            f"object of sections")
     unknown = sorted(set(data) - set(_RATES))
     if unknown:
-        raise _shape_error(origin, f"section {unknown[0]!r}", "is not one of stt, llm, tts")
+        raise _shape_error(origin, f"section {unknown[0]!r}",
+                           "is not one of stt, llm, tts, live")
     entries = {}
     for kind, section in data.items():
         if not isinstance(section, Mapping):
@@ -450,22 +509,23 @@ def _parse(data: Any, origin: str, source: str) -> dict[tuple[str, str], _Entry]
 def _entry(kind: str, key: str, spec: Any, origin: str, source: str) -> _Entry:
     where = f"{kind} entry {key!r}"
     names, how_many = _RATES[kind]
+    optional = _OPTIONAL.get(kind, ())
     if not isinstance(spec, Mapping):
         raise _shape_error(origin, where, "is not an object of prices")
     if kind == "stt" and "/" not in key:
         raise _shape_error(origin, where, "is not '<stt_backend>/<speech_model>' (or "
                            "'<stt_backend>/*')")
-    unknown = sorted(set(spec) - set(names) - set(_LABELS))
+    unknown = sorted(set(spec) - set(names) - set(optional) - set(_LABELS))
     if unknown:
         raise _shape_error(origin, where, f"has an unknown field {unknown[0]!r} (it takes "
-                           f"{', '.join(names)}, as_of, source, note)")
+                           f"{', '.join((*names, *optional))}, as_of, source, note)")
     given = [n for n in names if n in spec]
     if (how_many == "one" and len(given) != 1) or (how_many == "all" and len(given) != len(names)):
         need = " or ".join(names) if how_many == "one" else " and ".join(names)
         raise _shape_error(origin, where, f"needs {'exactly one of ' if how_many == 'one' else ''}"
                            f"{need}")
     rates = {}
-    for name in given:
+    for name in given + [n for n in optional if n in spec]:
         rate = spec[name]
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
                 math.isfinite(rate) and rate >= 0):

@@ -131,17 +131,25 @@ class Session:
             return WebRTCRecorder(self, show_turns=show_turns)
         return Recorder(self, show_turns=show_turns, speak=speak)
 
-    def live(self, *, speak: bool | str = False) -> Any:
+    def live(self, *, speak: bool | str = False, backend: str = "cascade",
+             voice: str | None = None) -> Any:
         """The real-time widget: the transcript forms as you speak, and each end of turn is
         answered (streamed in) and recorded. ``speak=True`` (or a speech backend such as
         ``"espeak"``) also reads each answer aloud in the browser as it streams; speak over
         it to interrupt.
 
+        ``backend``: ``"cascade"`` (streaming speech to text, this session's model, a voice),
+        or a speech-to-speech service that hears and answers aloud on one socket:
+        ``"openai-realtime"`` (``Settings.realtime_model``) or ``"assemblyai-agent"``
+        (AssemblyAI's Voice Agent API); ``voice`` is that service's voice (default
+        ``Settings.live_voice``). Each turn lands in the history with ``live_backend``.
+
         >>> s.live(speak=True)                 # doctest: +SKIP
+        >>> s.live(backend="openai-realtime")  # doctest: +SKIP
         """
         from .widgets import LiveRecorder
 
-        return LiveRecorder(self, speak=speak)
+        return LiveRecorder(self, speak=speak, backend=backend, voice=voice)
 
     # -- running turns ------------------------------------------------------------------------
 
@@ -187,16 +195,18 @@ class Session:
                  stt_s: float | None = None, transcript_id: str | None = None,
                  confidence: float | None = None, speech_model: str | None = None,
                  stream: bool = False, on_token: OnToken | None = None,
-                 on_status: OnStatus | None = None) -> Turn:
+                 on_status: OnStatus | None = None, live_backend: str | None = None) -> Turn:
         """Ask with a transcript you already have (typed, or heard by real-time streaming:
         ``speech_model`` is then the model that heard it, which prices it) and record the
-        turn, with its audio when given.
+        turn, with its audio when given (``live_backend``: the live conversation it was
+        part of, "cascade" for the live widget's).
 
         >>> s.ask_text("What is the capital of France?")      # doctest: +SKIP
         """
         work, transcript = self._turns.text_turn(text, audio, stt_backend, stt_s=stt_s,
                                                  id=transcript_id, confidence=confidence,
-                                                 speech_model=speech_model)
+                                                 speech_model=speech_model,
+                                                 live_backend=live_backend)
         if on_status:
             on_status(work.turn, "started")
         self._turns.run(work, transcript, stream=stream, on_token=on_token,

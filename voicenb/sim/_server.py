@@ -172,11 +172,17 @@ class App:
         self._rng = random.Random(seed)
         #: (path prefix, shape) of each service whose errors are not AssemblyAI's {"error": str}
         self.error_shapes: list[tuple[str, ErrorShape]] = []
-        #: (host, port) of a websocket server that answers this App's ``Upgrade: websocket``
-        #: requests (None: they are routed like any GET). A client that derives its websocket
-        #: URL from the same base URL as its HTTP calls needs both on one port, and a
-        #: websocket server cannot answer a POST.
-        self.websocket_backend: tuple[str, int] | None = None
+        #: path prefix -> (host, port) of the websocket server that answers this App's
+        #: ``Upgrade: websocket`` requests under it (longest prefix wins; none: routed like
+        #: any GET). A client that derives its websocket URL from the same base URL as its
+        #: HTTP calls needs both on one port, and a websocket server cannot answer a POST.
+        self.websocket_routes: dict[str, tuple[str, int]] = {}
+
+    def websocket_backend(self, path: str) -> tuple[str, int] | None:
+        """The websocket server that answers an upgrade to ``path``, if any."""
+        best = max((p for p in self.websocket_routes if path.startswith(p)), key=len,
+                   default=None)
+        return None if best is None else self.websocket_routes[best]
 
     def error_shape(self, prefix: str, shape: ErrorShape) -> None:
         """Shape injected errors under ``prefix`` as that service does (longest prefix wins)."""
@@ -225,12 +231,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         app = self.server.app
-        backend = app.websocket_backend
+        path, _, query = self.path.partition("?")
+        backend = app.websocket_backend(path)
         if (backend is not None and method == "GET"
                 and self.headers.get("Upgrade", "").lower() == "websocket"):
             self._tunnel(backend)
             return
-        path, _, query = self.path.partition("?")
         app.count("requests")
         for m, pattern, fn in app.routes:
             match = pattern.match(path)

@@ -5,7 +5,7 @@ session, all on the simulator's HTTP port.
 The official SDK derives every URL from one ``tts_base_url`` (HTTP ``{base}/v1/speech``,
 WebSocket ``ws://{host}{prefix}/v1/ws``), so both must answer on one port, and a websockets
 server cannot answer a POST: the HTTP server hands each ``Upgrade: websocket`` request to
-this module's websockets server (``App.websocket_backend``), which runs on its own event
+this module's websockets server (``App.websocket_routes``), which runs on its own event
 loop thread.
 
 The speech is real: espeak-ng says each whitespace token of the text on its own, and the
@@ -679,11 +679,11 @@ class TTSService:
         self._thread.start()
         if not ready.wait(10):
             raise RuntimeError("the simulated TTS session server did not start")
-        self.app.websocket_backend = address[0]
+        self.app.websocket_routes["/v1/ws"] = address[0]
         return address[0]
 
     def stop(self) -> None:
-        self.app.websocket_backend = None
+        self.app.websocket_routes.pop("/v1/ws", None)
         if self._loop is not None and self._server is not None:
             self._loop.call_soon_threadsafe(self._server.close)
             if self._thread is not None:

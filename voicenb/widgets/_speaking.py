@@ -154,6 +154,10 @@ class SpeaksMixin(traitlets.HasTraits):
                 self._barge_at = None
             played = content.get("played")
             speaker.hushed(played if isinstance(played, dict) else {})
+            self._after_hushed(speaker)
+
+    def _after_hushed(self, speaker: Any) -> None:
+        """The page stopped ``speaker``'s answer and said how much it played (a hook)."""
 
 
 def both(first: Any, second: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anywidget
 import traitlets
 
-from .._errors import VoicenbError
+from .._errors import ConfigError, VoicenbError
 from ._hearing import LOADING, preload_for, while_loading
 from ._speaking import SpeaksMixin, both
 from ._worker import Streamed, Worker
@@ -54,11 +54,27 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
     answer = traitlets.Unicode("").tag(sync=True)
     turns = traitlets.List(traitlets.Dict()).tag(sync=True)
 
+    #: the live backend: "cascade", "openai-realtime" or "assemblyai-agent"
+    backend = traitlets.Unicode("cascade").tag(sync=True)
+
     def __init__(self, session: Session, *, show_turns: int = 5, idle_timeout: float = 60.0,
-                 speak: bool | str = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+                 speak: bool | str = False, backend: str = "cascade",
+                 voice: str | None = None, **kwargs: Any) -> None:
+        from ..live.base import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ConfigError(f"Unknown live backend {backend!r}; choose one of "
+                              f"{', '.join(BACKENDS)}.")
+        super().__init__(backend=backend, **kwargs)
         self.session = session
-        self._init_speaking(speak)
+        #: a speech-to-speech backend speaks its answers itself: they always play in the page
+        self._s2s = backend != "cascade"
+        self._init_speaking(speak if not self._s2s else False)
+        if self._s2s:
+            self.speak = True
+        self._live_voice = voice
+        self._driver: Any = None
+        self._hushed_then: Any = None  # tells the service how much was heard (barge-in)
         self.show_turns = show_turns
         self._heard = 0  # final turns heard in the current stream
         self._rt: Any = None
@@ -115,6 +131,8 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         self._show("listening", LISTENING)
 
     def _open(self) -> None:
+        if self._s2s:
+            return self._open_s2s()
         from ..stt.streaming import RealtimeTranscriber
 
         self._heard = 0
@@ -150,6 +168,8 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
             rt, self._rt = self._rt, None
         if rt is None:
             return
+        if self._s2s:
+            return self._stop_s2s(rt)
         # the voice's session ends once the last answer has been read (not under it)
         threading.Thread(target=lambda: (self._worker.wait(120), self._close_voice()),
                          name="voicenb-live-voice", daemon=True).start()
@@ -163,7 +183,101 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every finished turn has been answered; False on timeout."""
+        if self._s2s:
+            return self._driver is None or self._driver.wait(timeout)
         return self._worker.wait(timeout)
+
+    # -- a speech-to-speech backend (voicenb.live) ------------------------------------------
+
+    def _open_s2s(self) -> None:
+        from ..live._driver import Driver
+
+        self._heard = 0
+        self._driver = Driver(self.session, self.backend, view=self, player=self,
+                              voice=self._live_voice)
+        self._rt = self._driver
+        try:
+            self._driver.start()
+        except BaseException:
+            self._rt = None
+            raise
+
+    def _stop_s2s(self, driver: Any) -> None:
+        try:
+            driver.stop()
+            if self.state == "listening":
+                self._show("idle", "stopped: no speech was heard" if not self._heard else
+                           f"stopped after {self._heard} turn{'s' * (self._heard > 1)}")
+        except VoicenbError as exc:
+            self._show("error", str(exc))
+
+    # the Driver's player: answers play in the page (by the clock when no page shows it)
+    def new_answer(self, backend: str, model: str | None, voice: str | None) -> Any:
+        from .._talkback import AudioSpeaker
+        from ..live._driver import ClockPlayer
+
+        if not self._front:
+            return ClockPlayer().new_answer(backend, model, voice)
+        self._answer_id += 1
+        answer = self._answer_id
+
+        def send(seq: int, wav: bytes) -> None:
+            self.send({"type": "say", "answer": answer, "seq": seq}, buffers=[wav])
+
+        def all_sent(count: int) -> None:
+            self.send({"type": "said", "answer": answer, "count": count})
+
+        self._speaker = AudioSpeaker(send, backend=backend, model=model, voice=voice,
+                                     on_all_sent=all_sent)
+        return self._speaker
+
+    def hush(self, speaker: Any = None, then: Any = None) -> None:  # type: ignore[override]
+        """Stop the answer being played (the person spoke); ``then(heard_ms)`` once the page
+        says how much of it played (a speech-to-speech backend tells its service)."""
+        if speaker is None or self._speaker is not speaker:  # the cascade, or no page
+            if speaker is not None and then is not None:
+                from ..live._driver import ClockPlayer
+
+                return ClockPlayer().hush(speaker, then)
+            return super().hush()
+        self._hushed_then = then
+        super().hush()
+
+    def _after_hushed(self, speaker: Any) -> None:
+        then, self._hushed_then = self._hushed_then, None
+        if then is not None and hasattr(speaker, "heard_ms"):
+            then(speaker.heard_ms())
+
+    # the Driver's view
+    def on_speech_started(self) -> None:
+        pass
+
+    def on_heard(self, turn: Any) -> None:
+        self._heard += 1
+        self.partial = ""
+        self.transcript, self.answer = turn.text, ""
+        self._show("answering", "answering")
+
+    def on_partial(self, text: str) -> None:
+        self.partial = text
+
+    def on_answer_text(self, delta: str) -> None:
+        self.answer += delta
+
+    def on_replied(self, reply: Any) -> None:
+        if reply.error is not None:
+            self._show("error", str(reply.error))
+        elif self._rt is not None:
+            self._show("listening", "interrupted: listening" if reply.interrupted
+                       else "listening")
+
+    def on_recorded(self, number: int) -> None:
+        self._show_turns()
+
+    def on_failed(self, error: VoicenbError) -> None:
+        with self._rt_lock:
+            self._rt = None
+        self._show("error", str(error))
 
     # -- turns ------------------------------------------------------------------------------
 
@@ -186,7 +300,7 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
             turn = self.session.ask_text(
                 event.text, audio=event.audio, stt_backend=BACKEND, stt_s=event.stt_s,
                 transcript_id=f"{event.session_id or 'live'}:{event.turn_order}",
-                speech_model=self._speech_model,
+                speech_model=self._speech_model, live_backend="cascade",
                 on_token=shown if speaker is None else both(shown, speaker.feed))
             self.answer = turn.answer or ""
             if speaker is not None:

@@ -36,7 +36,8 @@ function render({ model, el }) {
     status.dataset.state = model.get("state");
     partial.textContent = model.get("partial");
     labelled(transcript, "You: ", model.get("transcript"));
-    labelled(answer, "GPT: ", model.get("answer"));
+    labelled(answer, model.get("backend") === "assemblyai-agent" ? "Agent: " : "GPT: ",
+             model.get("answer"));
     button.textContent = mic.on() ? "Stop" : "Start listening";
     button.setAttribute("aria-label", mic.on() ? "Stop" : "Start listening");
     renderTurns(turns, model);
