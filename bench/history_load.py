@@ -32,7 +32,8 @@ def fill(store: vnb.HistoryStore, n: int) -> None:
              "What is the capital of France?", 0.0, 0.000123, "stt+llm",
              1.65, None if i % 3 else 2.1, None if i % 3 else "espeak",
              None if i % 3 else 0.03, None if i % 3 else 120,
-             None if i % 3 else "espeak", None if i % 3 else "en", None)
+             None if i % 3 else "espeak", None if i % 3 else "en", None,
+             None if i % 3 else "cascade", None, None, None, None if i % 3 else 0)
             for i in range(1, n + 1)]
     assert len(rows[0]) == len(NAMES), "a new history column: give it a value here"
     with store._write() as db:  # one transaction, executemany (SQLAlchemy Core, any engine)

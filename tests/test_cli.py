@@ -19,7 +19,7 @@ def sim_process():
                             stdout=subprocess.PIPE, text=True)
     try:
         env = env_from_line(proc.stdout.readline())  # one line a shell can eval
-        assert len(env) == 7
+        assert len(env) == len(vnb.sim.ENV_VARS) == 8
         yield env
     finally:
         proc.terminate()

@@ -165,3 +165,18 @@ def test_live_run_all_in_a_browser_waits_for_you_to_talk(workdir, monkeypatch):
     import voicenb as vnb
 
     assert vnb.load_history(workdir / "voicenb-data", session="live").empty
+
+
+def test_voice_agents_compares_the_cascade_and_both_speech_to_speech_services(workdir):
+    nb, _ = _run(workdir / "voice_agents.ipynb", workdir)
+    text = _text(nb)
+    import voicenb as vnb
+
+    df = vnb.load_history(workdir / "voicenb-data", experiment="voice-agents")
+    assert len(df) == 12 * 3 and (df["status"] == "ok").all(), df["error"].dropna().tolist()
+    assert set(df["live_backend"].dropna()) == {"openai-realtime", "assemblyai-agent"}
+    live = df[df["live_backend"].notna()]
+    assert live["first_audio_s"].notna().all() and live["cost_usd"].notna().all()
+    assert (live["wer"] > 0).any()  # the simulators misheard, as told
+    assert "stt+llm+tts" in set(df["simulated"].dropna())  # one service, all simulated
+    assert "image/png" in text and "first_audio_s p50" in text

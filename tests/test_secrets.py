@@ -149,6 +149,16 @@ def test_no_key_in_anything_the_python_api_leaves_behind(canary_sim, tmp_path, d
                           openai_base_url="http://127.0.0.1:9/v1", max_retries=0)
     expect_error(vnb.transcribe, samples[0], settings=closed)
     expect_error(vnb.ask, "Anyone?", settings=closed)
+    # speech to speech: a conversation with each service, and each refusing a wrong key
+    from voicenb.live._driver import Driver, talk
+
+    for backend in ("openai-realtime", "assemblyai-agent"):
+        live = vnb.Session(f"s2s-{backend}", home=str(home), settings=fast)
+        shown += [repr(Driver(live, backend)), repr(talk(live, backend, samples[:1], pace=4))]
+        refused = vnb.Session(f"s2s-wrong-{backend}", home=str(home), settings=wrong)
+        driver = Driver(refused, backend)
+        shown += [repr(driver), repr(driver.conversation)]
+        expect_error(driver.start)
     # exports and analysis
     df = vnb.load_history(str(home))
     df.to_csv(tmp_path / "export.csv", index=False)

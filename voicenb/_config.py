@@ -143,7 +143,7 @@ class Settings:
     tts_language: str | None = None
     #: OpenAI's Realtime model (live backend "openai-realtime"), and the voice of a
     #: speech-to-speech live backend (its service's names: marin, cedar, alloy... for OpenAI;
-    #: claire... for AssemblyAI's Voice Agent API); unset: the service's default
+    #: ivy... for AssemblyAI's Voice Agent API); unset: the service's default
     realtime_model: str | None = None
     live_voice: str | None = None
     #: AssemblyAI pre-recorded models, comma-separated in priority order ("default": the

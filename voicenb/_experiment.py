@@ -35,7 +35,7 @@ from .stt.base import Backend, Checkpoint, Transcript, source_name
 from .stt.local import auto_backend
 
 #: what a variant may set
-VARIANT_KEYS = ("stt", "model", "system", "prompt_template", "stt_options")
+VARIANT_KEYS = ("stt", "model", "system", "prompt_template", "stt_options", "live", "voice")
 #: the files a folder of clips is read for
 AUDIO_SUFFIXES = (".wav", ".webm", ".ogg", ".opus", ".mp3", ".m4a", ".flac", ".aiff", ".aif")
 
@@ -182,6 +182,11 @@ class Variant:
     prompt_template: str
     stt_options: dict[str, Any]
     simulated: str | None = None
+    #: a speech-to-speech live backend ("openai-realtime", "assemblyai-agent") whose
+    #: conversation each clip is said into at real-time pace, and its voice; None: the
+    #: recorded pipeline (speech to text, then the model)
+    live: str | None = None
+    voice: str | None = None
     _prices: Prices | None = field(default=None, repr=False)
 
     @property
@@ -201,6 +206,10 @@ class Variant:
         must have the same, or its rows would mix two settings."""
         s = self.settings
         speech = {"assemblyai": s.speech_models, "whisper": s.whisper_model}.get(self.stt)
+        if self.live is not None:
+            return json.dumps({"live": self.live, "voice": self.voice, "system": self.system,
+                               "model": s.realtime_model if self.live == "openai-realtime"
+                               else None}, sort_keys=True, default=str)
         return json.dumps({"stt": self.stt, "speech_models": speech,
                            "stt_options": self.stt_options, "model": s.model,
                            "system": self.system, "prompt_template": self.prompt_template},
@@ -232,14 +241,33 @@ def variants_of(experiment: str, variants: Any, settings: Settings | None,
                               f"{', '.join(VARIANT_KEYS)}.")
         template = spec.get("prompt_template") or "{transcript}"
         check_template(template)
-        cfg = resolve(settings, home=home, stt=spec.get("stt"), model=spec.get("model"))
+        live = spec.get("live")
+        if live is not None:
+            from .live.base import BACKENDS
+
+            if live not in BACKENDS:
+                raise ConfigError(f"Variant {name!r} sets live={live!r}; choose one of "
+                                  f"{', '.join(BACKENDS)}.")
+            if live != "cascade" and set(spec) & {"stt", "stt_options", "prompt_template"}:
+                raise ConfigError(
+                    f"Variant {name!r} is speech to speech ({live}): the service hears the "
+                    "audio itself, so stt, stt_options and prompt_template do not apply; "
+                    "drop them (model, system and voice do).")
+            live = None if live == "cascade" else live
+        if live == "openai-realtime":
+            cfg = resolve(settings, home=home, realtime_model=spec.get("model"))
+        elif live is not None:
+            cfg = resolve(settings, home=home)
+        else:
+            cfg = resolve(settings, home=home, stt=spec.get("stt"), model=spec.get("model"))
         if cfg.stt == "auto":
             try:
                 cfg = cfg.replace(stt=auto_backend(cfg))
             except ConfigError:
                 pass  # its turns fail at transcription, listing the options
         variant = Variant(name, f"{experiment}/{name}", cfg, spec.get("system"), template,
-                          dict(spec.get("stt_options") or {}))
+                          dict(spec.get("stt_options") or {}), live=live,
+                          voice=spec.get("voice"))
         variant.prices()  # a bad price file is said now, not after the answers are paid for
         out.append(variant)
     return out
@@ -250,6 +278,10 @@ def simulated(variant: Variant) -> str | None:
     from .sim import serves
 
     s = variant.settings
+    if variant.live is not None:
+        url = {"openai-realtime": s.openai_base_url,
+               "assemblyai-agent": s.assemblyai_agent_url}[variant.live]
+        return "stt+llm+tts" if url and serves(url.replace("ws://", "http://", 1)) else None
     urls = {"assemblyai": (s.assemblyai_base_url, s.assemblyai_sync_url),
             "openai": (s.openai_base_url,)}.get(variant.stt, ())
     parts = [name for name, hit in (("stt", any(serves(u) for u in urls if u)),
@@ -307,9 +339,14 @@ class Runner:
 
     def __init__(self, store: HistoryStore, name: str, clips: list[Clip],
                  variants: list[Variant], *, concurrency: int, llm_concurrency: int,
-                 progress: bool, with_reference: bool = True) -> None:
-        if concurrency < 1 or llm_concurrency < 1:
-            raise ConfigError("concurrency and llm_concurrency must be at least 1.")
+                 progress: bool, with_reference: bool = True, live_concurrency: int = 4
+                 ) -> None:
+        if concurrency < 1 or llm_concurrency < 1 or live_concurrency < 1:
+            raise ConfigError("concurrency, llm_concurrency and live_concurrency must be at "
+                              "least 1.")
+        self.live_concurrency = live_concurrency
+        #: (clip, variant) pairs of speech-to-speech variants still to do
+        self.live_cells: list[Cell] = []
         self.store, self.name, self.clips, self.variants = store, name, clips, variants
         self.concurrency, self.llm_concurrency, self.progress = (concurrency, llm_concurrency,
                                                                  progress)
@@ -338,7 +375,13 @@ class Runner:
         rows = {v.name: {r["turn"]: r for r in self.store.rows(v.session)}
                 for v in self.variants}
         groups: dict[tuple, list[Variant]] = {}
+        self.live_cells = []
         for v in self.variants:
+            if v.live is not None:
+                for clip in self.clips:
+                    job = self._job(clip, [v], rows)
+                    self.live_cells += job.cells if job is not None else []
+                continue
             groups.setdefault(v.stt_key(), []).append(v)
         jobs = []
         for members in groups.values():
@@ -391,7 +434,8 @@ class Runner:
         from tqdm.auto import tqdm
 
         jobs = [job for job in self.plan() if self._open(job)]
-        cells = [c for job in jobs for c in job.cells]
+        live = [cell for cell in self.live_cells if self._open_live(cell)]
+        cells = [c for job in jobs for c in job.cells] + live
         if not cells:
             return 0
         keys = {(self.store.key, c.variant.session, c.turn) for c in cells}
@@ -401,7 +445,7 @@ class Runner:
         self.pool = ThreadPoolExecutor(self.llm_concurrency, thread_name_prefix="voicenb-llm")
         threads: list[threading.Thread] = []
         try:
-            threads = self._start(jobs)
+            threads = self._start(jobs) + self._start_live(live)
             with self.cond:
                 while self.pending:
                     self.cond.wait(0.2)  # wakes for Ctrl-C too
@@ -489,6 +533,84 @@ class Runner:
         cell.ready = time.monotonic()
         cell.t0 = cell.ready - ((job.transcript.stt_s or 0.0) if job.transcript else 0.0)
         return True
+
+    # -- speech-to-speech variants: each clip said into a conversation of its own ----------
+
+    def _open_live(self, cell: Cell) -> bool:
+        clip, v = cell.clip, cell.variant
+        job = Job(clip, [cell], error=clip.error)
+        saved = self.store.save_audio(clip.audio) if clip.audio is not None else None
+        if not self._claim(job, cell, saved):
+            return False
+        self.store.update(v.session, cell.turn, stt_backend=v.live, live_backend=v.live,
+                          status="transcribing")
+        return True  # an unreadable clip fails in _live, once the run counts it
+
+    def _start_live(self, cells: list[Cell]) -> list[threading.Thread]:
+        """A pool per service, ``live_concurrency`` conversations at once."""
+        by_backend: dict[str, list[Cell]] = {}
+        for cell in cells:
+            by_backend.setdefault(cell.variant.live or "", []).append(cell)
+        threads = []
+        for group in by_backend.values():
+            def run(group: list[Cell] = group) -> None:
+                with ThreadPoolExecutor(self.live_concurrency,
+                                        thread_name_prefix="voicenb-live") as pool:
+                    for cell in group:
+                        pool.submit(self._live, cell)
+            thread = threading.Thread(target=run, daemon=True, name="voicenb-live-group")
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _live(self, cell: Cell) -> None:
+        from ._turns import live_fields
+        from .live._driver import Driver, talk
+
+        if self.stop.is_set():
+            return
+        v, clip = cell.variant, cell.clip
+        cell.wait_s += time.monotonic() - cell.ready  # for a free conversation
+        recorded: list[int] = []
+
+        def record(*, heard: Any, reply: Any, spoken: Any, recorded_at: float | None) -> int:
+            if recorded:  # the service heard the clip as two turns: the first is the row
+                return cell.turn
+            fields = live_fields(backend=v.live or "", model=driver.conversation.model,
+                                 heard=heard, reply=reply, spoken=spoken,
+                                 recorded_at=recorded_at)
+            if heard is not None:
+                fields.update(transcript=heard.text, prompt=heard.text,
+                              transcript_id=heard.id, transcribe_s=heard.stt_s,
+                              speech_model=heard.speech_model,
+                              wer=_wer(clip.reference, heard.text))
+            fields["wait_s"] = cell.wait_s
+            fields["total_s"] = (fields.get("total_s") or 0.0) + cell.wait_s
+            row = {**(self.store.get(v.session, cell.turn) or {}), **fields}
+            fields["cost_usd"] = self._price(cell, row)
+            self.store.update(v.session, cell.turn, **fields)
+            recorded.append(cell.turn)
+            return cell.turn
+
+        try:
+            if clip.error is not None:
+                raise clip.error
+            driver = Driver(None, v.live or "", settings=v.settings, system=v.system,
+                            voice=v.voice, record=record)
+            driver.start()
+            try:
+                talk(None, v.live or "", [clip.audio], driver=driver)  # type: ignore[arg-type]
+            finally:
+                driver.stop()
+                driver.wait(60)
+            if not recorded:
+                raise driver.error or TranscriptionError(
+                    f"{v.live} never answered clip {clip.name!r} (no turn was heard); check "
+                    "that the clip has speech, then run() again.")
+        except BaseException as exc:
+            self._fail(cell, exc)
+            return
+        self._finished(cell)
 
     def _transcribe(self, jobs: list[Job], concurrency: int) -> None:
         delivered: set[int] = set()

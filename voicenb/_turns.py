@@ -408,61 +408,13 @@ class Pipeline:
     def live_turn(self, *, backend: str, model: str | None, heard: Any = None,
                   reply: Any = None, spoken: Any = None, recorded_at: float | None = None,
                   reconnects: int = 0) -> int:
-        """Record one turn of a speech-to-speech conversation (a :class:`voicenb.live.Heard`
-        and its :class:`voicenb.live.Reply`, either possibly missing when the conversation
-        broke): the person's audio first, then one row.
-
-        The stages that add up to ``total_s``, from the end of the person's speech: ``stt_s``
-        (the service deciding the turn ended and starting its reply), ``llm_s`` (the reply,
-        from its start to its end), ``overhead_s`` (voicenb recording it). ``transcribe_s``
-        is the service's transcript of the person, which runs beside the reply (it may end
-        after it)."""
-        row: dict[str, Any] = dict(status="answering", live_backend=backend, llm_model=model,
-                                   stt_backend=backend, reconnects=reconnects)
-        if heard is not None:
-            if heard.audio:
-                clip = Audio(pcm_to_wav(heard.audio, rate=heard.rate), name="live.wav")
-                saved = self.store.save_audio(clip)
-                row.update(audio_path=str(saved.relative_to(self.store.home)),
-                           audio_s=clip.duration, audio_sha256=clip.sha256)
-            row.update(transcript=heard.text, prompt=heard.text, transcript_id=heard.id,
-                       transcribe_s=heard.stt_s, speech_model=heard.speech_model)
+        """Record one turn of a speech-to-speech conversation (see :func:`live_fields`):
+        the person's audio first, then one row. Returns its number."""
+        row = live_started(self.store, backend=backend, model=model, heard=heard,
+                           reconnects=reconnects)
         number = self.store.start_turn(self.name, **row)
-        fields: dict[str, Any] = {}
-        if reply is None:
-            fields.update(status="error", error=(
-                "The conversation ended before the service answered this turn; ask again."))
-        else:
-            started = reply.started_s if reply.started_s is not None else next(
-                (t for t in (reply.first_token_s, reply.first_audio_s) if t is not None), None)
-            done = reply.llm_s
-            now = recorded_at if recorded_at is not None else time.monotonic()
-            ended_at = heard.ended_at if heard is not None and heard.ended_at else None
-            total = (now - ended_at) if ended_at is not None else done
-            stt_s = started
-            llm_s = (done - started) if done is not None and started is not None else done
-            named = (stt_s or 0.0) + (llm_s or 0.0)
-            fields.update(
-                status="ok" if reply.error is None else "error",
-                error=None if reply.error is None else str(reply.error),
-                answer=reply.text, ttft_s=(reply.first_token_s - started
-                                           if reply.first_token_s is not None and started
-                                           is not None else None),
-                stt_s=stt_s, llm_s=llm_s, first_token_s=reply.first_token_s,
-                first_audio_s=reply.first_audio_s, total_s=total,
-                setup_s=0.0, wait_s=0.0,
-                overhead_s=None if total is None else max(0.0, total - named),
-                prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                audio_in_tokens=reply.audio_in_tokens, audio_out_tokens=reply.audio_out_tokens,
-                billed_s=reply.billed_s, tts_backend=backend, tts_voice=reply.voice,
-                llm_model=reply.model or model)
-            if reply.interrupted and reply.error is None:
-                fields["status"] = "barged_in"
-        if spoken is not None:
-            fields.update(spoken_chars=spoken.spoken_chars, tts_model=spoken.tts_model)
-            if spoken.interrupted and fields.get("status") == "ok":
-                fields["status"] = "barged_in"
-        self.update(number, **fields)
+        self.update(number, **live_fields(backend=backend, model=model, heard=heard,
+                                          reply=reply, spoken=spoken, recorded_at=recorded_at))
         self.cost(number)
         return number
 
@@ -623,3 +575,66 @@ class _Batch:
         except BaseException as exc:
             for i in todo:
                 self.deliver(i, exc)
+
+
+# -- speech-to-speech live turns: their rows --------------------------------------------------
+
+def live_started(store: HistoryStore, *, backend: str, model: str | None, heard: Any = None,
+                 reconnects: int = 0) -> dict[str, Any]:
+    """The first fields of a speech-to-speech turn's row, its audio saved (a
+    :class:`voicenb.live.Heard`, or None when the service never sent the transcript)."""
+    row: dict[str, Any] = dict(status="answering", live_backend=backend, llm_model=model,
+                               stt_backend=backend, reconnects=reconnects)
+    if heard is not None:
+        if heard.audio:
+            clip = Audio(pcm_to_wav(heard.audio, rate=heard.rate), name="live.wav")
+            saved = store.save_audio(clip)
+            row.update(audio_path=str(saved.relative_to(store.home)),
+                       audio_s=clip.duration, audio_sha256=clip.sha256)
+        row.update(transcript=heard.text, prompt=heard.text, transcript_id=heard.id,
+                   transcribe_s=heard.stt_s, speech_model=heard.speech_model)
+    return row
+
+
+def live_fields(*, backend: str, model: str | None, heard: Any = None, reply: Any = None,
+                spoken: Any = None, recorded_at: float | None = None) -> dict[str, Any]:
+    """The rest of a speech-to-speech turn's row, from its :class:`voicenb.live.Reply` and
+    how it was played (a :class:`~voicenb._talkback.Spoken`).
+
+    The stages that add up to ``total_s``, from the end of the person's speech: ``stt_s``
+    (the service deciding the turn ended and starting its reply), ``llm_s`` (the reply, from
+    its start to its end), ``overhead_s`` (voicenb recording it). ``transcribe_s`` is the
+    service's transcript of the person, which runs beside the reply (it may end after it)."""
+    if reply is None:
+        return dict(status="error", error=(
+            "The conversation ended before the service answered this turn; ask again."))
+    started = reply.started_s if reply.started_s is not None else next(
+        (t for t in (reply.first_token_s, reply.first_audio_s) if t is not None), None)
+    done = reply.llm_s
+    now = recorded_at if recorded_at is not None else time.monotonic()
+    ended_at = heard.ended_at if heard is not None and heard.ended_at else None
+    total = (now - ended_at) if ended_at is not None else done
+    llm_s = (done - started) if done is not None and started is not None else done
+    named = (started or 0.0) + (llm_s or 0.0)
+    fields: dict[str, Any] = dict(
+        status="ok" if reply.error is None else "error",
+        error=None if reply.error is None else str(reply.error),
+        answer=reply.text,
+        ttft_s=(reply.first_token_s - started if reply.first_token_s is not None
+                and started is not None else None),
+        stt_s=started, llm_s=llm_s, first_token_s=reply.first_token_s,
+        first_audio_s=reply.first_audio_s, total_s=total, setup_s=0.0, wait_s=0.0,
+        overhead_s=None if total is None else max(0.0, total - named),
+        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+        audio_in_tokens=reply.audio_in_tokens, audio_out_tokens=reply.audio_out_tokens,
+        billed_s=reply.billed_s, tts_backend=backend, tts_voice=reply.voice,
+        llm_model=reply.model or model)
+    if total is not None and total < named:  # recorded before the reply's end: no overhead
+        fields["total_s"] = named
+    if reply.interrupted and reply.error is None:
+        fields["status"] = "barged_in"
+    if spoken is not None:
+        fields.update(spoken_chars=spoken.spoken_chars, tts_model=spoken.tts_model)
+        if spoken.interrupted and fields["status"] == "ok":
+            fields["status"] = "barged_in"
+    return fields

@@ -29,7 +29,8 @@ from .history import HistoryStore
 __all__ = ["Experiment"]
 
 #: the latency columns compare() gives the median and 90th percentile of
-STAGES = ("stt_s", "ttft_s", "llm_s", "total_s")
+#: first_audio_s: end of speech -> the answer's first audio (speech-to-speech variants)
+STAGES = ("stt_s", "ttft_s", "llm_s", "first_audio_s", "total_s")
 
 
 class Experiment:
@@ -40,7 +41,10 @@ class Experiment:
     ``reference``: what was said in each clip, for word error rates: a JSON file or dict
     ``{file: text}`` (matched by content, then file name), a list in clip order, or a column
     of the ``audio`` DataFrame. ``variants``: ``{name: dict(stt=, model=, system=,
-    prompt_template=, stt_options=)}``; what a variant leaves out comes from ``settings``
+    prompt_template=, stt_options=)}``, or a speech-to-speech service as
+    ``dict(live="openai-realtime" | "assemblyai-agent", model=, system=, voice=)`` (each clip
+    is said into a conversation at real-time pace; ``live="cascade"`` is the default
+    pipeline); what a variant leaves out comes from ``settings``
     and the environment, as for :class:`~voicenb.Session`. ``history``: where the rows go (a
     SQLite file or ``postgresql://...``; default ``<home>/history.sqlite``).
     """
@@ -65,18 +69,21 @@ class Experiment:
                 f"{len(self.variants)} variants: {', '.join(v.name for v in self.variants)})")
 
     def run(self, *, concurrency: int = 32, llm_concurrency: int = 16,
-            progress: bool = True) -> pd.DataFrame:
+            live_concurrency: int = 4, progress: bool = True) -> pd.DataFrame:
         """Run every (clip, variant) pair not done yet; return :meth:`results`.
 
         Speech-to-text runs ``concurrency`` clips at once per backend, answers
-        ``llm_concurrency`` at once; one progress bar counts the pairs. A failed pair is an
+        ``llm_concurrency`` at once, and a speech-to-speech variant (``live=``) says
+        ``live_concurrency`` clips at once, each into a conversation of its own at real-time
+        pace; one progress bar counts the pairs. A failed pair is an
         error row, never a raise; running again retries only those.
         """
         for variant in self.variants:
             variant.simulated = simulated(variant)
         runner = Runner(self.store, self.name, self.clips, self.variants,
                         concurrency=concurrency, llm_concurrency=llm_concurrency,
-                        progress=progress, with_reference=self._with_reference)
+                        progress=progress, with_reference=self._with_reference,
+                        live_concurrency=live_concurrency)
         runner.run()
         for why in runner.unpriced:
             warnings.warn(why, RuntimeWarning, stacklevel=2)
@@ -134,6 +141,7 @@ def compare(df: pd.DataFrame, variants: list[str], baseline: str | None,
         line: dict[str, Any] = {
             "variant": v,
             "simulated": ", ".join(sorted(set(rows["simulated"].dropna()))) or None,
+            "live": ", ".join(sorted(set(rows["live_backend"].dropna()))) or None,
             "turns": len(rows), "ok": int((rows["status"] == "ok").sum()),
             "wer": corpus_wer(e) if e else None,
             "wer_clips": len(e),

@@ -141,7 +141,7 @@ class Session:
         ``backend``: ``"cascade"`` (streaming speech to text, this session's model, a voice),
         or a speech-to-speech service that hears and answers aloud on one socket:
         ``"openai-realtime"`` (``Settings.realtime_model``) or ``"assemblyai-agent"``
-        (AssemblyAI's Voice Agent API); ``voice`` is that service's voice (default
+        (its Voice Agent API); ``voice`` is that service's voice (default
         ``Settings.live_voice``). Each turn lands in the history with ``live_backend``.
 
         >>> s.live(speak=True)                 # doctest: +SKIP

@@ -53,10 +53,13 @@ def conversation(backend: str, listener: Any, *, settings: Any = None,
 class ClockPlayer:
     """Plays answers nowhere, by the clock: what was heard at a barge-in is the audio that a
     player started at the first chunk would have played by then. For scripts and
-    experiments (no page)."""
+    experiments (no page). ``pace`` > 1 plays faster than real time (tests)."""
+
+    def __init__(self, pace: float = 1.0) -> None:
+        self.pace = pace
 
     def new_answer(self, backend: str, model: str | None, voice: str | None) -> AudioSpeaker:
-        return _ClockSpeaker(backend=backend, model=model, voice=voice)
+        return _ClockSpeaker(backend=backend, model=model, voice=voice, pace=self.pace)
 
     def hush(self, speaker: AudioSpeaker, then: Callable[[float], None]) -> None:
         speaker.cancel()
@@ -64,9 +67,10 @@ class ClockPlayer:
 
 
 class _ClockSpeaker(AudioSpeaker):
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, *, pace: float = 1.0, **kw: Any) -> None:
         super().__init__(lambda seq, wav: None, **kw)
         self._start: float | None = None
+        self._pace = pace
 
     def audio(self, pcm: bytes) -> None:
         if self._start is None and pcm:
@@ -85,7 +89,7 @@ class _ClockSpeaker(AudioSpeaker):
     def _clock_ms(self) -> float:
         if self._start is None:
             return 0.0
-        return min(self._audio_ms, (time.monotonic() - self._start) * 1000)
+        return min(self._audio_ms, (time.monotonic() - self._start) * 1000 * self._pace)
 
     def _heard_ms(self) -> float:
         if self._played is not None:
@@ -95,7 +99,7 @@ class _ClockSpeaker(AudioSpeaker):
     def result(self, timeout: float | None = None, *, idle: float | None = None) -> Any:
         # heard out once the clock has played all of it
         if self._start is not None and self._played is None:
-            left = self._audio_ms / 1000 - (time.monotonic() - self._start)
+            left = (self._audio_ms / 1000 / self._pace) - (time.monotonic() - self._start)
             if left > 0:
                 with self._cond:
                     self._cond.wait_for(lambda: self._played is not None, left)
@@ -112,15 +116,29 @@ class Driver:
     >>> d.send(pcm16k); ...; d.stop(); d.wait(30)             # doctest: +SKIP
     """
 
-    def __init__(self, session: Session, backend: str, *, view: Any = None,
-                 player: Any = None, voice: str | None = None) -> None:
+    def __init__(self, session: Session | None, backend: str, *, view: Any = None,
+                 player: Any = None, voice: str | None = None, settings: Any = None,
+                 system: str | None = None, record: Callable[..., int] | None = None) -> None:
+        """``record(heard=, reply=, spoken=, recorded_at=)`` writes a turn and returns its
+        number (default: the session's next turn); ``settings`` and ``system`` default to
+        the session's."""
         self.session = session
         self.backend = backend
         self.view = view
         self.player = player or ClockPlayer()
-        self.conversation = conversation(backend, self, settings=session.settings,
-                                         system=session.system, voice=voice)
+        if session is not None:
+            settings = settings or session.settings
+            system = system if system is not None else session.system
+            record = record or (lambda **kw: session._turns.live_turn(
+                backend=backend, model=self.conversation.model, **kw))
+        if record is None:
+            raise ValueError("Driver needs a session or a record function")
+        self._record = record
+        self.conversation = conversation(backend, self, settings=settings, system=system,
+                                         voice=voice)
         self.turns: list[int] = []  # recorded, in order
+        #: when the speech each recorded turn answers ended (monotonic; 0: not known)
+        self.ended: list[float] = []
         self.error: VoicenbError | None = None
         self._lock = threading.Lock()
         self._speaker: AudioSpeaker | None = None  # the answer playing now
@@ -242,9 +260,9 @@ class Driver:
             try:
                 spoken = speaker.result(idle=PLAYER_IDLE_S) if speaker is not None else None
                 heard = self._pair(reply)
-                number = self.session._turns.live_turn(
-                    backend=self.backend, model=self.conversation.model, heard=heard,
-                    reply=reply, spoken=spoken, recorded_at=done_at)
+                number = self._record(heard=heard, reply=reply, spoken=spoken,
+                                      recorded_at=done_at)
+                self.ended.append(heard.ended_at if heard is not None else reply.ended_at)
                 self.turns.append(number)
                 self._tell("recorded", number)
             except Exception:  # noqa: BLE001 - keep recording the next turns
@@ -280,8 +298,8 @@ class Driver:
             self._heard.clear()
         for heard in left:
             try:
-                self.turns.append(self.session._turns.live_turn(
-                    backend=self.backend, model=self.conversation.model, heard=heard))
+                self.turns.append(self._record(heard=heard, reply=None, spoken=None,
+                                               recorded_at=None))
             except Exception:  # noqa: BLE001
                 log.exception("voicenb: recording an unanswered live turn failed")
 
@@ -296,7 +314,8 @@ def talk(session: Session, backend: str, clips: list[Any], *, pace: float = 1.0,
     """Say each clip into one live conversation on ``backend``, as a person would: its
     audio at real-time pace (``pace`` > 1 sends faster), then silence until its answer has
     been heard out (by the clock) and recorded, ``gap_s`` at least. Returns the turns
-    recorded, in order. For scripts, experiments and benchmarks; a notebook uses
+    recorded, in order (answers "play" at ``pace`` too). For scripts, experiments and
+    benchmarks; a notebook uses
     ``session.live(backend=...)``.
 
     >>> turns = talk(session, "openai-realtime", vnb.sim.samples()[:2])   # doctest: +SKIP
@@ -304,7 +323,8 @@ def talk(session: Session, backend: str, clips: list[Any], *, pace: float = 1.0,
     from ..audio import as_audio
 
     own = driver is None
-    driver = driver or Driver(session, backend, voice=voice).start()
+    driver = driver or Driver(session, backend, voice=voice,
+                              player=ClockPlayer(pace)).start()
     step = int(CHUNK_S * 16_000) * 2
     silence = bytes(step)
     clock = time.monotonic()
@@ -318,14 +338,15 @@ def talk(session: Session, backend: str, clips: list[Any], *, pace: float = 1.0,
     try:
         for clip in clips:
             pcm = as_audio(clip).pcm16k()
-            before = len(driver.turns) + driver._pending
             clock = max(clock, time.monotonic())
+            began = time.monotonic()
             for i in range(0, len(pcm), step):
                 say(pcm[i:i + step])
             quiet_until = time.monotonic() + gap_s
             deadline = time.monotonic() + answer_timeout
             while time.monotonic() < deadline and driver.error is None:
-                answered = len(driver.turns) > before and not driver._pending
+                # its answer is recorded (heard out, or spoken over) and nothing is pending
+                answered = any(t > began for t in driver.ended) and not driver._pending
                 if answered and time.monotonic() >= quiet_until:
                     break
                 say(silence)

@@ -31,7 +31,7 @@ three backends compare.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .._errors import VoicenbError
 
@@ -137,6 +137,33 @@ class Conversation(Protocol):
     def close(self) -> None:
         """End the session cleanly, after the answer in progress (idempotent)."""
         ...
+
+
+class Upsampler:
+    """16 kHz -> 24 kHz PCM16 by linear interpolation, chunk after chunk as if one stream
+    (each output sample falls where it would in the whole, whatever the chunks' sizes): the
+    microphone's audio for a speech-to-speech service."""
+
+    def __init__(self) -> None:
+        self._last: Any = None   # the previous chunk's last sample
+        self._next_in = 0        # index of the next input sample
+        self._next_out = 0       # index of the next output sample
+
+    def feed(self, pcm: bytes) -> bytes:
+        import numpy as np
+
+        x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
+        if x.size == 0:
+            return b""
+        base = self._next_in
+        if self._last is not None:
+            x, base = np.concatenate([self._last, x]), base - 1
+        last = base + x.size - 1
+        end = last * 3 // 2 + 1                     # outputs up to the last input's time
+        t = np.arange(self._next_out, end) * (2 / 3) - base
+        y = np.interp(t, np.arange(x.size), x)
+        self._next_out, self._next_in, self._last = end, last + 1, x[-1:]
+        return np.clip(np.round(y), -32768, 32767).astype("<i2").tobytes()
 
 
 class Base:

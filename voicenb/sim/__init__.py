@@ -64,9 +64,11 @@ from ..audio import Audio, AudioLike
 from ._about import ABOUT_PATH, about, remember, serves
 from ._assemblyai import AssemblyAIService, Job
 from ._openai import OpenAIService
+from ._realtime import SPEED as REALTIME_SPEED, TTFA_S as REALTIME_TTFA_S, RealtimeService
 from ._streaming import StreamingService
 from ._sync import SyncService
 from ._tts import SPEED as TTS_SPEED, TTFB_S as TTS_TTFB_S, TTSService
+from ._agent import AgentService
 from ._registry import SAMPLES, Registry, samples
 from ._server import FAULT_KINDS, App, Fault, Request, Response, _Server
 
@@ -77,7 +79,7 @@ ASSEMBLYAI_KEY = "sim-assemblyai-key"
 OPENAI_KEY = "sim-openai-key"
 ENV_VARS = ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_SYNC_URL", "ASSEMBLYAI_API_KEY",
             "ASSEMBLYAI_STREAMING_URL", "ASSEMBLYAI_TTS_BASE_URL", "OPENAI_BASE_URL",
-            "OPENAI_API_KEY")
+            "OPENAI_API_KEY", "ASSEMBLYAI_AGENT_URL")
 
 
 class Simulator:
@@ -117,6 +119,8 @@ class Simulator:
         word_error_rate: float = 0.0,
         tts_ttfb: float = TTS_TTFB_S,
         tts_speed: float | None = TTS_SPEED,
+        realtime_ttfa: float = REALTIME_TTFA_S,
+        realtime_speed: float | None = REALTIME_SPEED,
     ) -> None:
         self.app = App(fault_rate=fault_rate, fault_kinds=fault_kinds, seed=seed)
         #: the local engine that hears audio the simulator does not know (None: placeholder)
@@ -136,6 +140,11 @@ class Simulator:
                                           max_sessions=max_streaming_sessions,
                                           realtime_slack_s=streaming_realtime_slack_s)
         self.tts = TTSService(self.app, key=assemblyai_key, ttfb=tts_ttfb, speed=tts_speed)
+        #: OpenAI's Realtime API (/v1/realtime on this port, as the SDK derives it)
+        self.realtime = RealtimeService(self.app, self.registry, key=openai_key,
+                                        ttfa=realtime_ttfa, speed=realtime_speed)
+        #: AssemblyAI's Voice Agent API, on a port of its own (sim.agent.url)
+        self.agent = AgentService(self.registry, key=assemblyai_key)
         self.app.route("GET", ABOUT_PATH, self._about)
         self._address = (host, port)
         self._server: _Server | None = None
@@ -154,19 +163,23 @@ class Simulator:
         self.streaming.start(host)
         self.tts.url = self.url  # HTTP and its WebSocket on one port, as the SDK derives both
         self.tts.start()
+        self.realtime.start(host)
+        self.agent.start(host)
         if self.engine == "whisper":  # the first clip heard should not wait for the model
             from ..stt.local import preload
 
             preload()
-        for url in (self.url, self.streaming.url):
+        for url in (self.url, self.streaming.url, self.agent.url):
             remember(url, True)
         return self
 
     def stop(self) -> None:
-        for url in (getattr(self, "url", ""), self.streaming.url):
+        for url in (getattr(self, "url", ""), self.streaming.url, self.agent.url):
             remember(url, None)
         self.streaming.stop()
+        self.agent.stop()
         self.tts.stop()
+        self.realtime.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -185,6 +198,7 @@ class Simulator:
                "ASSEMBLYAI_API_KEY": self.assemblyai.key,
                "ASSEMBLYAI_STREAMING_URL": self.streaming.url,
                "ASSEMBLYAI_TTS_BASE_URL": self.tts.url,
+               "ASSEMBLYAI_AGENT_URL": self.agent.url,
                "OPENAI_BASE_URL": f"{self.url}/v1"}
         if self.openai.key is not None:
             env["OPENAI_API_KEY"] = self.openai.key
@@ -330,7 +344,8 @@ def auto(*, samples: str | os.PathLike[str] | None = None, **knobs: Any) -> Simu
     simulated = []
     if simulate_stt:
         for name in ("ASSEMBLYAI_BASE_URL", "ASSEMBLYAI_SYNC_URL", "ASSEMBLYAI_API_KEY",
-                     "ASSEMBLYAI_STREAMING_URL", "ASSEMBLYAI_TTS_BASE_URL"):
+                     "ASSEMBLYAI_STREAMING_URL", "ASSEMBLYAI_TTS_BASE_URL",
+                     "ASSEMBLYAI_AGENT_URL"):
             os.environ[name] = env[name]
         simulated.append(("ASSEMBLYAI_API_KEY", "transcripts (and AssemblyAI's speech)"))
     if simulate_llm:

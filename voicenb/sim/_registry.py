@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..audio import Audio, AudioLike, as_audio, pcm_to_wav
 from ._mistakes import mistaken
@@ -94,17 +95,22 @@ class Registry:
         return mistaken(text, self.word_error_rate, seed=self.seed, service=service, clip=sha)
 
     def hear_pcm(self, pcm: bytes, seconds: float, *, service: str = "",
-                 remember: bool = True) -> str:
+                 remember: bool = True, resampled: bool = False) -> str:
         """The text of the registered clip this 16 kHz mono PCM comes from (found by its
         samples, with ``service``'s mistakes), or what unregistered audio is heard as
-        (``remember=False``: not kept, for the many partial stretches of a stream)."""
+        (``remember=False``: not kept, for the many partial stretches of a stream).
+
+        ``resampled``: the audio went through other sample rates on its way (a client sent
+        24 kHz), so no sample is exact: a clip is found by its loudness contour instead."""
         probe = _probe(pcm)
-        if probe:
+        if probe or resampled:
             with self._lock:
                 known = list(self._pcm.items())
             for sha, clip in known:
-                if probe in clip:
+                if probe and probe in clip:
                     return self._misheard(sha, self._text[sha], service)
+            if resampled and (sha := _closest(pcm, known)) is not None:
+                return self._misheard(sha, self._text[sha], service)
         return self._unknown(lambda: Audio(pcm_to_wav(pcm)) if pcm else None, seconds,
                              remember=remember)
 
@@ -160,6 +166,48 @@ def _probe(pcm: bytes) -> bytes:
         if max(window) - min(window) > 2000:
             return window.tobytes()
     return b""
+
+
+#: the contour's step (10 ms at 16 kHz) and how alike two contours must be to be one clip
+_STEP = 160
+_ALIKE = 0.9
+#: log loudness below which a 10 ms frame is quiet (an RMS of about 30: no speech)
+_QUIET = 3.4
+
+
+def _contour(pcm: bytes) -> Any:
+    """Log loudness every 10 ms, from the first frame with sound to the last: what survives
+    resampling, unlike the samples (and the quiet a turn detector adds around speech)."""
+    import numpy as np
+
+    x = np.frombuffer(pcm[: len(pcm) // (2 * _STEP) * 2 * _STEP], dtype="<i2")
+    frames = x.astype(np.float32).reshape(-1, _STEP)
+    contour = np.log1p(np.sqrt((frames ** 2).mean(axis=1)))
+    sound = np.flatnonzero(contour > _QUIET)
+    return contour[sound[0]:sound[-1] + 1] if sound.size else contour[:0]
+
+
+def _closest(pcm: bytes, known: list[tuple[str, bytes]]) -> str | None:
+    """The registered clip whose contour best matches ``pcm``'s (the shorter slid along the
+    longer), if it matches well enough; None otherwise."""
+    import numpy as np
+
+    query = _contour(pcm)
+    best, best_sha = _ALIKE, None
+    for sha, clip in known:
+        contour = _contour(clip)
+        short, long = sorted((query, contour), key=len)
+        if len(short) < 30 or len(short) < len(long) / 2:  # under 0.3 s, or a snippet
+            continue
+        a = short - short.mean()
+        norm_a = np.sqrt((a ** 2).sum())
+        for at in range(len(long) - len(short) + 1):
+            b = long[at:at + len(short)]
+            b = b - b.mean()
+            denominator = norm_a * np.sqrt((b ** 2).sum())
+            if denominator and (score := float((a * b).sum() / denominator)) > best:
+                best, best_sha = score, sha
+    return best_sha
 
 
 def _sha(audio: AudioLike) -> str:

@@ -240,6 +240,9 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
 
                 return ClockPlayer().hush(speaker, then)
             return super().hush()
+        if speaker._played is not None:  # the page's own voice check stopped it already
+            then(speaker.heard_ms())
+            return
         self._hushed_then = then
         super().hush()
 
@@ -267,11 +270,14 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
     def on_replied(self, reply: Any) -> None:
         if reply.error is not None:
             self._show("error", str(reply.error))
-        elif self._rt is not None:
-            self._show("listening", "interrupted: listening" if reply.interrupted
-                       else "listening")
+        elif not reply.interrupted:
+            self._show("speaking", "speaking: talk to interrupt")
 
     def on_recorded(self, number: int) -> None:
+        turn = self.session.turn(number)
+        if turn.status != "error":
+            self._show("listening" if self._rt else "idle",
+                       f"turn {number}: done ({turn.total_s or 0.0:.1f} s)")
         self._show_turns()
 
     def on_failed(self, error: VoicenbError) -> None:
