@@ -9,7 +9,7 @@ import argparse
 import datetime
 
 from . import (batch, experiment, hearing, history_load, history_server, llm_overhead,
-               sync_api, talkback, turn_overhead, upload_memory)
+               sync_api, talkback, turn_overhead, upload_memory, voice_agents)
 from ._common import machine
 
 
@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         print(hearing.report(hearing.run(quick=True)))  # Whisper: ~20 s
         print()
         print(talkback.quick())  # real Chromium: two questions, ~30 s
+        print()
+        print(voice_agents.report(voice_agents.run(n=2, quick=True)))  # ~20 s
     else:
         print(batch.report(batch.run(n=100, scenario="paid")))
         print()
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         print(experiment.report(experiment.run()))
         print()
         print(hearing.report(hearing.run()))
+        print()
+        print(voice_agents.report(voice_agents.run()))
         print()
         talkback.main([])
 

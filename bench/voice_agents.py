@@ -14,8 +14,8 @@ and an experiment's wall time against its floor.
    (AssemblyAI + the model) and both speech-to-speech services, ``live_concurrency`` clips at
    a time per service. Its floor: for each service, each clip's unavoidable time (its audio,
    the turn detector's wait from the end of the clip to its end-of-speech event, the
-   service's time to first audio, the answer's audio heard out, and the silence the
-   conversation leaves after it, ``gap_s``), packed onto ``live_concurrency`` slots (longest
+   service's time to first audio and the answer's audio heard out, or the ``gap_s`` of
+   silence the conversation leaves after the clip if that is longer), packed onto ``live_concurrency`` slots (longest
    first); the experiment's floor is the slowest service's (the pipeline runs beside them).
    The ratio wall / floor is printed.
 
@@ -132,8 +132,9 @@ def experiment(sim: Any, clips: list[Any], *, concurrency: int,
     for backend in BACKENDS:
         spoken = _service(sim, backend).stats["audio_out_s"] - out_s[backend]
         per_answer = spoken / len(clips)
-        durations = [vnb.Audio(c).duration + detect[backend] + first[backend] + per_answer
-                     + GAP_S for c in clips]
+        # after its clip, a conversation waits for the answer heard out, gap_s at least
+        durations = [vnb.Audio(c).duration + max(GAP_S, detect[backend] + first[backend]
+                                                 + per_answer) for c in clips]
         floors[backend] = _pack(durations, concurrency)
     pipeline = df.loc[df["variant"] == "pipeline", "total_s"].max()
     floor = max([*floors.values(), float(pipeline)])
@@ -164,25 +165,26 @@ def _ms(values: list[float], q: float) -> str:
 
 
 def report(r: dict[str, Any]) -> str:
-    rows = []
+    rows: list[tuple[str, ...]] = [(
+        "backend", "turns", "service first audio p50 (ms)", "voicenb first audio p50 (ms)",
+        "voicenb overhead p50 (ms)", "voicenb overhead p90 (ms)",
+        "ratio voicenb / service (first audio)")]
     for backend, o in r["overhead"].items():
         extra = [v - s for v, s in zip(o["voicenb"], o["service"])]
         ratio = statistics.median(o["voicenb"]) / statistics.median(o["service"]) \
             if o["service"] else float("nan")
-        rows.append([backend, o["turns"], _ms(o["service"], 0.5), _ms(o["voicenb"], 0.5),
-                     _ms(extra, 0.5), _ms(extra, 0.9), f"{ratio:.3f}"])
-    first = table(["backend", "turns", "service first audio p50 (ms)",
-                   "voicenb first audio p50 (ms)", "voicenb overhead p50 (ms)",
-                   "voicenb overhead p90 (ms)", "ratio voicenb / service (first audio)"], rows)
+        rows.append((backend, str(o["turns"]), _ms(o["service"], 0.5),
+                     _ms(o["voicenb"], 0.5), _ms(extra, 0.5), _ms(extra, 0.9),
+                     f"{ratio:.3f}"))
     e = r["experiment"]
-    second = table(
-        ["clips", "variants", "live_concurrency", "ok rows", "wall (s)", "floor (s)",
-         "ratio experiment / floor (s2s)"],
-        [[e["clips"], 3, r["concurrency"], f"{e['ok']}/{e['rows']}", f"{e['wall']:.1f}",
-          f"{e['floor']:.1f}", f"{e['wall'] / e['floor']:.2f}"]])
+    second = table([
+        ("clips", "variants", "live_concurrency", "ok rows", "wall (s)", "floor (s)",
+         "ratio experiment / floor (s2s)"),
+        (str(e["clips"]), "3", str(r["concurrency"]), f"{e['ok']}/{e['rows']}",
+         f"{e['wall']:.1f}", f"{e['floor']:.1f}", f"{e['wall'] / e['floor']:.2f}")])
     floors = ", ".join(f"{b} {f:.1f} s" for b, f in e["floors"].items())
     return ("## Speech to speech: first answer audio, and an experiment's wall time\n\n"
-            + first + "\n\n" + second + f"\n\nfloors: {floors} (simulated services)")
+            + table(rows) + "\n\n" + second + f"\n\nfloors: {floors} (simulated services)")
 
 
 def main(argv: list[str] | None = None) -> None:

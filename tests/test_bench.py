@@ -29,3 +29,5 @@ def test_benchmarks_run_and_print_their_ratios():
     assert "ratio whisper / sphinx (WER)" in out.stdout
     assert "ratio heard / registered (end of speech -> final, median)" in out.stdout
     assert "ratio pieces / whole file (peak memory)" in out.stdout
+    assert "ratio voicenb / service (first audio)" in out.stdout
+    assert "ratio experiment / floor (s2s)" in out.stdout

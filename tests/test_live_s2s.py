@@ -126,3 +126,49 @@ def test_a_speech_to_speech_variant_refuses_speech_to_text_settings(tmp_path, tw
     with pytest.raises(vnb.ConfigError, match="choose one of cascade"):
         vnb.Experiment("bad", audio=two, home=str(tmp_path / "home"),
                        variants={"x": {"live": "gemini"}})
+
+
+@pytest.mark.parametrize("backend", S2S)
+def test_an_error_event_records_that_turn_as_error_and_the_conversation_goes_on(
+        sim, tmp_path, two, backend):
+    service = sim.realtime if backend == "openai-realtime" else sim.agent
+    service.inject("error")
+    session = vnb.Session("faults", home=tmp_path / "home")
+    talk(session, backend, two, pace=2.0, answer_timeout=20)
+    df = session.history
+    assert df["status"].tolist() == ["error", "ok"], df[["status", "error"]]
+    assert df.iloc[0]["transcript"] == sim.registry.text(vnb.Audio(two[0]).sha256)
+    assert df.iloc[0]["error"] and "key" not in df.iloc[0]["error"].lower()
+    assert df.iloc[1]["answer"].startswith("(simulated answer)")
+
+
+def test_a_socket_dropped_mid_answer_is_an_error_turn_and_the_agent_resumes(sim, tmp_path,
+                                                                            two):
+    sim.agent.inject("drop")
+    session = vnb.Session("drop", home=tmp_path / "home")
+    talk(session, "assemblyai-agent", two, pace=2.0, answer_timeout=20)
+    df = session.history
+    assert df["status"].tolist() == ["error", "ok"], df[["status", "error"]]
+    assert sim.agent.stats["resumes"] >= 1  # the same session, within its grace window
+
+
+def test_a_socket_dropped_mid_answer_ends_a_realtime_conversation_with_the_turn_kept(
+        sim, tmp_path, two):
+    sim.realtime.inject("drop")
+    session = vnb.Session("drop", home=tmp_path / "home")
+    with pytest.raises(vnb.ServiceError):
+        talk(session, "openai-realtime", two, pace=2.0, answer_timeout=20)
+    df = session.history
+    assert df["status"].tolist() == ["error"] and df.iloc[0]["transcript"]
+    assert df.iloc[0]["live_backend"] == "openai-realtime"
+
+
+@pytest.mark.parametrize("backend", S2S)
+def test_a_wrong_key_is_an_authentication_error_before_anything_is_said(sim, tmp_path,
+                                                                        backend):
+    settings = vnb.Settings(openai_api_key="sk-canary-5150",
+                            assemblyai_api_key="aai-canary-5150")
+    session = vnb.Session("wrong", home=tmp_path / "home", settings=settings)
+    with pytest.raises(vnb.AuthenticationError) as info:
+        Driver(session, backend).start()
+    assert "canary" not in str(info.value) and session.history.empty

@@ -604,7 +604,9 @@ def live_fields(*, backend: str, model: str | None, heard: Any = None, reply: An
     The stages that add up to ``total_s``, from the end of the person's speech: ``stt_s``
     (the service deciding the turn ended and starting its reply), ``llm_s`` (the reply, from
     its start to its end), ``overhead_s`` (voicenb recording it). ``transcribe_s`` is the
-    service's transcript of the person, which runs beside the reply (it may end after it)."""
+    service's transcript of the person, which runs beside the reply (it may end after it).
+    ``first_audio_s`` is when the player (the page) said the answer started sounding, as for
+    the cascade; without a player, when its first audio arrived."""
     if reply is None:
         return dict(status="error", error=(
             "The conversation ended before the service answered this turn; ask again."))
@@ -635,6 +637,9 @@ def live_fields(*, backend: str, model: str | None, heard: Any = None, reply: An
         fields["status"] = "barged_in"
     if spoken is not None:
         fields.update(spoken_chars=spoken.spoken_chars, tts_model=spoken.tts_model)
+        spoke_at = ended_at or reply.ended_at
+        if spoken.first_audio_at and spoke_at:  # the player's word: it started sounding
+            fields["first_audio_s"] = spoken.first_audio_at - spoke_at
         if spoken.interrupted and fields["status"] == "ok":
             fields["status"] = "barged_in"
     return fields
