@@ -60,6 +60,7 @@ from urllib.parse import urlsplit
 from ._about import ABOUT_PATH, about
 from ._openai import answer_for
 from ._registry import Registry
+from ._sockets import SocketServer
 from ._tts import VOICES as ESPEAK_VOICES, SpeechOptions, frames, resample, sentences, \
     speak_tokens
 
@@ -144,9 +145,7 @@ class AgentService:
         self.sessions: dict[str, _State] = {}
         self._lock = threading.Lock()
         self._open: set[Any] = set()          # touched in the loop only
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._ws = SocketServer("voicenb-sim-agent-ws", "the simulated Voice Agent server")
         #: hearing and speaking: CPU work, never in the event loop
         self.hearing = ThreadPoolExecutor(1, thread_name_prefix="voicenb-sim-agent-hear")
         self.synth = ThreadPoolExecutor(2, thread_name_prefix="voicenb-sim-agent-tts")
@@ -178,54 +177,21 @@ class AgentService:
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self, host: str = "127.0.0.1") -> str:
-        ready = threading.Event()
-
-        def run() -> None:
-            from websockets.asyncio.server import serve
-
-            async def main() -> None:
-                self._server = await serve(self._session, host, 0, compression=None,
-                                           logger=_WS_LOG, max_size=2**22,
-                                           process_request=self._http)
-                sock = next(iter(self._server.sockets))
-                self.url = f"ws://{host}:{sock.getsockname()[1]}"
-                sweeper = asyncio.create_task(self._sweep())
-                ready.set()
-                await self._server.wait_closed()
-                sweeper.cancel()
-
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(main())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="voicenb-sim-agent-ws", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the simulated Voice Agent server did not start")
+        host, port = self._ws.start(self._session, host, beside=self._sweep, compression=None,
+                                    logger=_WS_LOG, max_size=2**22,
+                                    process_request=self._http)
+        self.url = f"ws://{host}:{port}"
         return self.url
 
     def stop(self) -> None:
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-            if self._thread is not None:
-                self._thread.join(10)
-            self._server = None
+        self._ws.stop()
         for pool in (self.hearing, self.synth, self.voices):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def drop_sessions(self, timeout: float = 10.0) -> int:
         """Cut every open socket without a close frame (a network drop or a restart): each
         session stays resumable for ``grace_s``; the number cut."""
-        if self._loop is None:
-            return 0
-
-        async def drop() -> int:
-            sockets = list(self._open)
-            for ws in sockets:
-                ws.transport.abort()
-            return len(sockets)
-
-        return asyncio.run_coroutine_threadsafe(drop(), self._loop).result(timeout)
+        return self._ws.abort(lambda: self._open, timeout)
 
     async def _sweep(self) -> None:
         """End the sessions whose grace ran out (billed to the end of it)."""

@@ -87,6 +87,7 @@ from urllib.parse import parse_qs, urlsplit
 from ._openai import answer_for, count_tokens, tokens_of
 from ._registry import Registry
 from ._server import App
+from ._sockets import SocketServer
 from ._tts import SpeechOptions, frames, resample, sentences, speak_tokens
 
 log = logging.getLogger("voicenb.sim")
@@ -293,9 +294,7 @@ class RealtimeService:
         #: espeak-ng runs (a process a word) and the turns' hearing: never in the loop
         self.voices = ThreadPoolExecutor(4, thread_name_prefix="voicenb-sim-rt-espeak")
         self.work = ThreadPoolExecutor(2, thread_name_prefix="voicenb-sim-rt")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._ws = SocketServer("voicenb-sim-realtime", "the simulated Realtime API")
         self._open: set[Any] = set()  # the sessions' sockets (touched in the loop only)
         #: the latest client events of every session, as sent (for tests to check)
         self.received: deque[Any] = deque(maxlen=2000)
@@ -332,54 +331,22 @@ class RealtimeService:
 
     def start(self, host: str = "127.0.0.1") -> tuple[str, int]:
         """Start the session server and have the app's port hand it upgrades."""
-        ready = threading.Event()
-        address: list[tuple[str, int]] = []
-
-        def run() -> None:
-            from websockets.asyncio.server import serve
-
-            async def main() -> None:
-                # no size limit of its own: the spec allows 15 MiB of audio an event
-                self._server = await serve(self._session, host, 0, compression=None,
-                                           max_size=None, logger=_WS_LOG)
-                address.append((host, next(iter(self._server.sockets)).getsockname()[1]))
-                ready.set()
-                await self._server.wait_closed()
-
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(main())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="voicenb-sim-realtime", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the simulated Realtime API did not start")
-        self.app.websocket_routes[PATH] = address[0]
-        return address[0]
+        # no size limit of its own: the spec allows 15 MiB of audio an event
+        address = self._ws.start(self._session, host, compression=None, max_size=None,
+                                 logger=_WS_LOG)
+        self.app.websocket_routes[PATH] = address
+        return address
 
     def stop(self) -> None:
         self.app.websocket_routes.pop(PATH, None)
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-            if self._thread is not None:
-                self._thread.join(10)
-            self._server = None
+        self._ws.stop()
         self.work.shutdown(wait=False, cancel_futures=True)
         self.voices.shutdown(wait=False, cancel_futures=True)
 
     def drop_sessions(self, timeout: float = 10.0) -> int:
         """Break every open session's socket, as a network failure does (no close frame);
         the number broken."""
-        if self._loop is None:
-            return 0
-
-        async def drop() -> int:
-            sockets = list(self._open)
-            for ws in sockets:
-                ws.transport.abort()
-            return len(sockets)
-
-        return asyncio.run_coroutine_threadsafe(drop(), self._loop).result(timeout)
+        return self._ws.abort(lambda: self._open, timeout)
 
     # -- a connection ----------------------------------------------------------------------------
 

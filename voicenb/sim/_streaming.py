@@ -52,6 +52,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ._about import ABOUT_PATH, about
 from ._registry import Registry
+from ._sockets import SocketServer
 
 FRAME_MS = 20          # the detector's resolution
 SPEECH_LEVEL = 300     # peak amplitude (of 32767) that counts as speech
@@ -120,9 +121,7 @@ class StreamingService:
         self.clock: Callable[[], float] = time.monotonic
         self.url = ""
         self._tokens: dict[str, _Token] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._ws = SocketServer("voicenb-sim-ws", "the simulated streaming server")
         self._lock = threading.Lock()
         #: where turns are heard: a recognizer is CPU-bound and must never run in the loop
         self.hearing = ThreadPoolExecutor(1, thread_name_prefix="voicenb-sim-hear")
@@ -135,35 +134,14 @@ class StreamingService:
     # -- life cycle (its own event loop on its own thread) ---------------------------------
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        ready = threading.Event()
-
-        def run() -> None:
-            from websockets.asyncio.server import serve
-
-            async def main() -> None:
-                self._server = await serve(self._handle, host, port, compression=None,
-                                           logger=_WS_LOG,
-                                           max_size=2**22, process_request=self._http)
-                sock = next(iter(self._server.sockets))
-                self.url = f"ws://{host}:{sock.getsockname()[1]}"
-                ready.set()
-                await self._server.wait_closed()
-
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(main())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="voicenb-sim-ws", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        host, port = self._ws.start(self._handle, host, port, compression=None,
+                                    logger=_WS_LOG, max_size=2**22,
+                                    process_request=self._http)
+        self.url = f"ws://{host}:{port}"
         return self.url
 
     def stop(self) -> None:
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-            if self._thread is not None:
-                self._thread.join(10)
-            self._server = None
+        self._ws.stop()
         self.hearing.shutdown(wait=False, cancel_futures=True)
 
     def count(self, name: str) -> None:

@@ -86,6 +86,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ._server import App, Request, Response
+from ._sockets import SocketServer
 
 log = logging.getLogger("voicenb.sim")
 #: websockets logs each handshake (with its Authorization header) at DEBUG: not here
@@ -636,9 +637,7 @@ class TTSService:
         self.voices = ThreadPoolExecutor(workers, thread_name_prefix="voicenb-sim-espeak")
         #: where a session's speech is made: never in its event loop
         self.synth = ThreadPoolExecutor(2, thread_name_prefix="voicenb-sim-tts")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._ws = SocketServer("voicenb-sim-tts-ws", "the simulated TTS session server")
         self._open: set[Any] = set()  # the sessions' sockets (touched in the loop only)
         app.route("POST", "/v1/speech", self.speech)
         app.route("POST", "/v1/speech/events", self.events)
@@ -658,37 +657,14 @@ class TTSService:
 
     def start(self, host: str = "127.0.0.1") -> tuple[str, int]:
         """Start the session server and have the app's port hand it upgrades."""
-        ready = threading.Event()
-        address: list[tuple[str, int]] = []
-
-        def run() -> None:
-            from websockets.asyncio.server import serve
-
-            async def main() -> None:
-                self._server = await serve(self._session, host, 0, compression=None,
-                                           max_size=MAX_MESSAGE_BYTES, logger=_WS_LOG)
-                address.append((host, next(iter(self._server.sockets)).getsockname()[1]))
-                ready.set()
-                await self._server.wait_closed()
-
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(main())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="voicenb-sim-tts-ws", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the simulated TTS session server did not start")
-        self.app.websocket_routes["/v1/ws"] = address[0]
-        return address[0]
+        address = self._ws.start(self._session, host, compression=None,
+                                 max_size=MAX_MESSAGE_BYTES, logger=_WS_LOG)
+        self.app.websocket_routes["/v1/ws"] = address
+        return address
 
     def stop(self) -> None:
         self.app.websocket_routes.pop("/v1/ws", None)
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-            if self._thread is not None:
-                self._thread.join(10)
-            self._server = None
+        self._ws.stop()
         self.synth.shutdown(wait=False, cancel_futures=True)
         self.voices.shutdown(wait=False, cancel_futures=True)
 
@@ -696,7 +672,7 @@ class TTSService:
         """End every open session as a service restart does (an ``Error``
         ``service_restart``, close 1012, retryable), so a test can watch a client reconnect;
         the number ended."""
-        if self._loop is None:
+        if self._ws.loop is None:
             return 0
 
         async def drop() -> int:
@@ -706,7 +682,7 @@ class TTSService:
                             "connect again.", retryable=True)
             return len(sockets)
 
-        return asyncio.run_coroutine_threadsafe(drop(), self._loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(drop(), self._ws.loop).result(timeout)
 
     # -- HTTP --------------------------------------------------------------------------------
 

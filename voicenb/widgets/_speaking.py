@@ -68,6 +68,18 @@ class SpeaksMixin(traitlets.HasTraits):
 
         if not (self.speak and self._front):
             return None
+        send, all_sent = self._next_answer()
+        if self._voice_session is not None:
+            speaker: Any = StreamSpeaker(send, self._voice_session, on_all_sent=all_sent,
+                                         settings=self.session.settings)
+        else:
+            speaker = Speaker(send, on_all_sent=all_sent, backend=self.voice,
+                              settings=self.session.settings)
+        self._speaker = speaker
+        return speaker
+
+    def _next_answer(self) -> tuple[Any, Any]:
+        """A new answer for the page: how to send it a clip, and say how many were sent."""
         self._answer_id += 1
         answer = self._answer_id
 
@@ -77,14 +89,7 @@ class SpeaksMixin(traitlets.HasTraits):
         def all_sent(count: int) -> None:
             self.send({"type": "said", "answer": answer, "count": count})
 
-        if self._voice_session is not None:
-            speaker: Any = StreamSpeaker(send, self._voice_session, on_all_sent=all_sent,
-                                         settings=self.session.settings)
-        else:
-            speaker = Speaker(send, on_all_sent=all_sent, backend=self.voice,
-                              settings=self.session.settings)
-        self._speaker = speaker
-        return speaker
+        return send, all_sent
 
     def _spoken(self, turn: Any, speaker: Any, spoken_at: float) -> Any:
         """Wait until the answer was read out (or spoken over), then record how.

@@ -218,15 +218,7 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
 
         if not self._front:
             return ClockPlayer().new_answer(backend, model, voice)
-        self._answer_id += 1
-        answer = self._answer_id
-
-        def send(seq: int, wav: bytes) -> None:
-            self.send({"type": "say", "answer": answer, "seq": seq}, buffers=[wav])
-
-        def all_sent(count: int) -> None:
-            self.send({"type": "said", "answer": answer, "count": count})
-
+        send, all_sent = self._next_answer()
         self._speaker = AudioSpeaker(send, backend=backend, model=model, voice=voice,
                                      on_all_sent=all_sent)
         return self._speaker
