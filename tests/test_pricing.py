@@ -301,7 +301,7 @@ def test_a_realtime_turn_is_priced_by_its_text_and_audio_tokens_and_its_transcri
            "llm_model": "gpt-realtime-2", "prompt_tokens": 1_100, "audio_in_tokens": 100,
            "completion_tokens": 300, "audio_out_tokens": 200, "spoken_chars": 500,
            "tts_backend": "openai-realtime"}
-    text = 1_000 * 4.00 + 100 * 16.00
+    text = 1_000 * 4.00 + 100 * 24.00
     audio = 100 * 32.00 + 200 * 64.00
     assert prices.turn_cost(row) == pytest.approx((text + audio) / 1e6 + 0.006)
     assert prices.missing({**row, "llm_model": "gpt-4o-mini"}) == [

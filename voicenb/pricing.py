@@ -189,12 +189,17 @@ _SHIPPED: dict[str, dict[str, dict[str, Any]]] = {
         # speech to speech (OpenAI's Realtime API): text tokens at the first two rates, the
         # audio ones (audio_in_tokens, audio_out_tokens) at the audio rates
         "gpt-realtime-2": {
-            "input_per_mtok": 4.00, "output_per_mtok": 16.00,
+            "input_per_mtok": 4.00, "output_per_mtok": 24.00,
             "audio_input_per_mtok": 32.00, "audio_output_per_mtok": 64.00,
-            "as_of": "2026-05-11", "source": _REALTIME,
-            "note": "the audio rates as reported at its release (2026-05-11); "
-                    + _ASSUMED + "its text rates are gpt-realtime's ($4 / $16), which no "
-                    "source we found restates for gpt-realtime-2"},
+            "as_of": AS_OF, "source": _OPENAI + "gpt-realtime-2",
+            "note": "the model page (undated, read 2026-12-05); cached input, text or audio, "
+                    "$0.40, not modelled; the audio rates match those reported at its "
+                    "release (" + _REALTIME + ", 2026-05-11)"},
+        "gpt-realtime-2.1-mini": {
+            "input_per_mtok": 0.60, "output_per_mtok": 2.40,
+            "audio_input_per_mtok": 10.00, "audio_output_per_mtok": 20.00,
+            "as_of": AS_OF, "source": _OPENAI + "gpt-realtime-2.1-mini",
+            "note": "the model page (undated, read 2026-12-05); cached input not modelled"},
         # older models, priced for the history rows they left behind
         "gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.60, "as_of": "2026-07-30",
                         "source": _LLM_PRICES, "note": _LLM_VIA + "; " + _ENDS_2027_01_14},
