@@ -134,7 +134,7 @@ def live_turn(sim: vnb.sim.Simulator, pcm: bytes) -> dict[str, float | str]:
     url = f"{sim.streaming.url}/v3/ws?sample_rate=16000&speech_model=u3-rt-pro"
     step = int(FRAME_S * 32000)
     end = _end_of_speech(pcm)
-    ticker = _Ticker(sim.streaming._loop)
+    ticker = _Ticker(sim.streaming._ws.loop)
     finals: list[tuple[float, str]] = []
     with connect(url, additional_headers={"Authorization": sim.assemblyai.key},
                  compression=None) as ws:

@@ -258,12 +258,12 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
 
     def on_answer_text(self, delta: str) -> None:
         self.answer += delta
+        if self.state == "answering":
+            self._show("speaking", "speaking: talk to interrupt")
 
     def on_replied(self, reply: Any) -> None:
         if reply.error is not None:
             self._show("error", str(reply.error))
-        elif not reply.interrupted:
-            self._show("speaking", "speaking: talk to interrupt")
 
     def on_recorded(self, number: int) -> None:
         turn = self.session.turn(number)
