@@ -112,6 +112,8 @@ def test_an_experiment_puts_the_pipeline_and_both_speech_to_speech_services_side
     assert pd.isna(table.loc["pipeline", "live"])
     assert table.loc["agent", "first_audio_s p50"] > 0
     assert table["cost_usd"].notna().all() and table.loc["agent", "wer"] == 0
+    # a live turn's time starts at its clip, not while it waited for a free conversation
+    assert (live["wait_s"] == 0).all() and (live["total_s"] < 15).all()
     assert table.loc["agent", "simulated"] == "stt+llm+tts"
     # a rerun has nothing left to do: no turn is said (or billed) twice
     before = (sim.realtime.stats["sessions"], sim.agent.stats["sessions"])

@@ -570,7 +570,8 @@ class Runner:
         if self.stop.is_set():
             return
         v, clip = cell.variant, cell.clip
-        cell.wait_s += time.monotonic() - cell.ready  # for a free conversation
+        # the turn starts when its clip is said: waiting for a free conversation before that
+        # is the experiment's pacing, not the turn's (a person never waits for it)
         recorded: list[int] = []
 
         def record(*, heard: Any, reply: Any, spoken: Any, recorded_at: float | None) -> int:
@@ -584,8 +585,6 @@ class Runner:
                               transcript_id=heard.id, transcribe_s=heard.stt_s,
                               speech_model=heard.speech_model,
                               wer=_wer(clip.reference, heard.text))
-            fields["wait_s"] = cell.wait_s
-            fields["total_s"] = (fields.get("total_s") or 0.0) + cell.wait_s
             row = {**(self.store.get(v.session, cell.turn) or {}), **fields}
             fields["cost_usd"] = self._price(cell, row)
             self.store.update(v.session, cell.turn, **fields)
