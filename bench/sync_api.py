@@ -11,13 +11,16 @@ simulator in another process, set to the vendor's published figures:
 
 Printed: time to transcript per path (median, p90), their ratio, and the client's own time on
 the sync path (wall time minus the service's ``request_time_ms``), for a whole clip and for a
-clip uploaded while it was recorded (then only the wait after the last byte counts).
+clip uploaded while it was recorded (then only the wait after the last byte counts); and
+TCP_NODELAY as the OS reports it on the client's pooled sockets and on the simulator's end
+(with Nagle's algorithm on either side, a small write can wait ~40 ms for an acknowledgement).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
 import statistics
 import time
 
@@ -41,9 +44,13 @@ def question(seconds: float, rate: int = 16000) -> bytes:
     return pcm_to_wav(frames, rate)
 
 
-def _served(env: dict[str, str]) -> dict[str, float]:
-    data = requests.get(env["ASSEMBLYAI_BASE_URL"] + "/sim/sync", timeout=10).json()
-    return {r["session_id"]: r["request_ms"] / 1000 for r in data["served"]}
+def _served(env: dict[str, str]) -> list[dict]:
+    return requests.get(env["ASSEMBLYAI_BASE_URL"] + "/sim/sync", timeout=10).json()["served"]
+
+
+def _nodelay(values: list[int]) -> str:
+    """TCP_NODELAY=1, =0, or =0/1 when the sockets differ; '?' when none was seen."""
+    return "TCP_NODELAY=" + "/".join(str(v) for v in sorted(set(values))) if values else "?"
 
 
 def run(n: int = 20, fixed: float = 3.0) -> dict:
@@ -75,11 +82,16 @@ def run(n: int = 20, fixed: float = 3.0) -> dict:
             t = live.result()  # stt_s: from the end of the recording to the transcript
             out["live"].append(t.stt_s)
             out["live_ids"].append(t.id)
-        service = _served(env)
+        client = [int(bool(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+                  for s in sync_backend.sync_http.sockets()]
+        served = _served(env)
+    service = {r["session_id"]: r["request_ms"] / 1000 for r in served}
     own = [w - service[i] for w, i in zip(out["sync"], out["sync_ids"])]
     live_own = [w - service[i] for w, i in zip(out["live"], out["live_ids"])]
+    sockets = (f"client {_nodelay(client)}, "
+               f"server {_nodelay([r.get('tcp_nodelay', 0) for r in served])}")
     return {"n": n, "async": out["async"], "sync": out["sync"], "live": out["live"],
-            "own": own, "live_own": live_own, "fixed": fixed}
+            "own": own, "live_own": live_own, "fixed": fixed, "sockets": sockets}
 
 
 def report(r: dict) -> str:
@@ -99,6 +111,7 @@ def report(r: dict) -> str:
          f"{statistics.median(r['own']) * ms:.1f} ms"),
         ("client overhead, uploaded while recorded, median",
          f"{statistics.median(r['live_own']) * ms:.1f} ms"),
+        ("socket options (as the OS reports them)", r["sockets"]),
     ])
 
 

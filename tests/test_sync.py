@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
 import wave
@@ -299,6 +300,19 @@ def test_a_live_upload_fed_while_recording_answers_right_after_the_last_chunk(si
     assert t.text == QUESTION and t.backend == "assemblyai-sync"
     assert t.audio_s == pytest.approx(len(pcm) / 32000)
     assert sim.sync.served[-1].path == "/v1/transcribe/live"
+
+
+def test_a_live_upload_runs_with_nagle_off_at_both_ends(sim, sample):
+    # With Nagle's algorithm on, the simulator's answer waited ~40 ms behind its head for a
+    # delayed acknowledgement (bench.sync_api); the options are read from the real sockets.
+    backend = get_backend("assemblyai")
+    upload = backend.open_live()
+    upload.write(Audio(sample).pcm16k())
+    assert upload.result().text == QUESTION
+    client = [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+              for s in backend.sync_http.sockets()]
+    assert client and 0 not in client
+    assert sim.sync.served[-1].tcp_nodelay == 1
 
 
 def test_an_aborted_live_upload_leaves_no_transcript(sim):

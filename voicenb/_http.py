@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from typing import Any
 
 import requests
@@ -29,6 +30,12 @@ from ._errors import (
 log = logging.getLogger("voicenb")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+#: set on every socket a client opens. TCP_NODELAY: a body streamed while it is recorded
+#: ends in small writes (its last chunk, then the chunked terminator), and with Nagle's
+#: algorithm each waits for the acknowledgement of the one before, which the service may
+#: delay ~40 ms. urllib3's default is the same; set here so it holds whatever that becomes.
+SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 def make_retry(settings: Settings, *, every_method: bool = True) -> Retry:
@@ -82,6 +89,18 @@ class _HeaderAuth(requests.auth.AuthBase):
         return "_HeaderAuth(<hidden>)"
 
 
+class _Adapter(HTTPAdapter):
+    """requests' adapter with :data:`SOCKET_OPTIONS` on its sockets, through a proxy too."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("socket_options", list(SOCKET_OPTIONS))
+        super().init_poolmanager(*args, **kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        proxy_kwargs.setdefault("socket_options", list(SOCKET_OPTIONS))
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+
 class HttpClient:
     """A base URL, auth headers, a pooled retrying session and error mapping for one service."""
 
@@ -100,7 +119,7 @@ class HttpClient:
         self.session = requests.Session()
         self.session.auth = _HeaderAuth(headers)
         self.session.headers["User-Agent"] = "voicenb"
-        adapter = HTTPAdapter(
+        adapter = _Adapter(
             max_retries=make_retry(settings), pool_connections=4, pool_maxsize=pool_size
         )
         self.session.mount("http://", adapter)
@@ -108,8 +127,8 @@ class HttpClient:
         # For requests that create something billed: no blind retry once it was sent.
         self.once = requests.Session()
         self.once.auth, self.once.headers = self.session.auth, self.session.headers
-        once = HTTPAdapter(max_retries=make_retry(settings, every_method=False),
-                           pool_connections=2, pool_maxsize=pool_size)
+        once = _Adapter(max_retries=make_retry(settings, every_method=False),
+                        pool_connections=2, pool_maxsize=pool_size)
         self.once.mount("http://", once)
         self.once.mount("https://", once)
 
@@ -168,6 +187,20 @@ class HttpClient:
                 f"{what} returned a body that is not JSON (status {status}): "
                 f"{response.text[:200]!r}", service=self.service, status_code=status,
                 detail=response.text[:200]) from None
+
+    def sockets(self) -> list[socket.socket]:
+        """The sockets of the idle connections kept for the next requests, to read the
+        options they really have (``bench.sync_api`` prints them)."""
+        found = []
+        adapters = {id(a): a for s in (self.session, self.once) for a in s.adapters.values()}
+        for adapter in adapters.values():
+            # urllib3 lists its idle connections nowhere public: they wait in each pool's queue
+            manager = adapter.poolmanager
+            for key in manager.pools.keys():
+                pool = manager.pools.get(key)
+                idle = list(pool.pool.queue) if pool is not None and pool.pool else []
+                found += [conn.sock for conn in idle if conn is not None and conn.sock]
+        return found
 
     def close(self) -> None:
         self.session.close()

@@ -110,6 +110,12 @@ class Request:
     def body(self) -> bytes:
         return b"".join(self.iter_body())
 
+    @property
+    def tcp_nodelay(self) -> int:
+        """1 if the connection this request came on has TCP_NODELAY set, as the OS says."""
+        sock = self._handler.connection
+        return int(bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+
     def json(self) -> Any:
         raw = self.body()
         try:
@@ -224,6 +230,13 @@ class App:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A response is its head and then its body: with Nagle's algorithm the body waited for
+    # the client's acknowledgement of the head, which a client with nothing to send delays
+    # ~40 ms (a live Sync API upload's answer took that long). Real servers turn it off, and
+    # write a short answer's head and body in one segment: wfile is buffered, and _send
+    # flushes once both are in.
+    disable_nagle_algorithm = True
+    wbufsize = 1 << 16
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -271,6 +284,11 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionError, socket.timeout):
             self.close_connection = True
 
+    def handle_expect_100(self) -> bool:
+        answered = super().handle_expect_100()
+        self.wfile.flush()  # the client waits for this 100 before it sends the body
+        return answered
+
     def _fault(self, fault: Fault, request: Request) -> Response | None:
         app = self.server.app
         request.drain()
@@ -306,6 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
         if response.stream is not None:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            self.wfile.flush()  # the head now: the first chunk may be a while coming
             for n, block in enumerate(response.stream):
                 if cut_after is not None and n >= cut_after:
                     return self._cut()

@@ -68,6 +68,8 @@ class SyncRequest:
     session_id: str
     #: the service's time from the last byte to the answer (``request_time_ms``)
     request_ms: float = 0.0
+    #: TCP_NODELAY of the simulator's end of the connection (bench.sync_api prints it)
+    tcp_nodelay: int = 0
 
 
 class SyncService:
@@ -136,7 +138,7 @@ class SyncService:
         request_ms = (time.monotonic() - received) * 1000
         with self.app.lock:
             self.served.append(SyncRequest(request.path, model, config, content_type, audio_ms,
-                                           session, request_ms))
+                                           session, request_ms, request.tcp_nodelay))
             self.app.stats["sync_transcripts"] += 1
         return Response(200, _body(text, config, audio_ms, session, request_ms))
 
