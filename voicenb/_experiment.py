@@ -574,12 +574,14 @@ class Runner:
         # is the experiment's pacing, not the turn's (a person never waits for it)
         recorded: list[int] = []
 
-        def record(*, heard: Any, reply: Any, spoken: Any, recorded_at: float | None) -> int:
+        def record(*, heard: Any, reply: Any, spoken: Any, recorded_at: float | None,
+                   reconnects: int = 0) -> int:
             if recorded:  # the service heard the clip as two turns: the first is the row
                 return cell.turn
             fields = live_fields(backend=v.live or "", model=driver.conversation.model,
                                  heard=heard, reply=reply, spoken=spoken,
                                  recorded_at=recorded_at)
+            fields["reconnects"] = reconnects
             if heard is not None:
                 fields.update(transcript=heard.text, prompt=heard.text,
                               transcript_id=heard.id, transcribe_s=heard.stt_s,

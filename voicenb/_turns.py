@@ -235,12 +235,14 @@ class Pipeline:
                     setup_s=setup_s), None
 
     def text_turn(self, text: str, audio: AudioLike | None, stt_backend: str,
-                  live_backend: str | None = None, **heard: Any) -> tuple[Work, Transcript]:
+                  live_backend: str | None = None, reconnects: int | None = None,
+                  **heard: Any) -> tuple[Work, Transcript]:
         """Start a turn whose transcript is known already (typed, or streamed: then the turn
         began ``stt_s`` ago, when the speech ended)."""
         t0 = time.monotonic() - (heard.get("stt_s") or 0.0)
         row: dict[str, Any] = dict(stt_backend=stt_backend, llm_model=self.settings.model,
-                                   status="answering", live_backend=live_backend)
+                                   status="answering", live_backend=live_backend,
+                                   reconnects=reconnects)
         if audio is not None:
             clip = as_audio(audio)
             saved = self.store.save_audio(clip)
@@ -426,9 +428,12 @@ class Pipeline:
     def spoken(self, turn: int, *, spoken_chars: int, interrupted: bool,
                tts_model: str | None = None, tts_ttfb_s: float | None = None,
                first_audio_s: float | None = None, tts_backend: str | None = None,
-               tts_voice: str | None = None, words_heard: int | None = None) -> None:
+               tts_voice: str | None = None, words_heard: int | None = None,
+               reconnects: int = 0) -> None:
         """Record how an answered turn was read aloud; when the person spoke over it, the
-        turn is ``barged_in`` and the conversation remembers only the part that was heard."""
+        turn is ``barged_in`` and the conversation remembers only the part that was heard.
+        ``reconnects``: speech streams that dropped and were taken up again, added to the
+        turn's count."""
         row = self.store.get(self.name, turn)
         if row is None or row["status"] not in ANSWERED:
             return
@@ -436,6 +441,8 @@ class Pipeline:
                                       tts_ttfb_s=tts_ttfb_s, first_audio_s=first_audio_s,
                                       tts_backend=tts_backend, tts_voice=tts_voice,
                                       words_heard=words_heard)
+        if reconnects:
+            fields["reconnects"] = (row.get("reconnects") or 0) + reconnects
         if interrupted:
             fields["status"] = "barged_in"
         self.update(turn, **fields)

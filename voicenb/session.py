@@ -195,18 +195,21 @@ class Session:
                  stt_s: float | None = None, transcript_id: str | None = None,
                  confidence: float | None = None, speech_model: str | None = None,
                  stream: bool = False, on_token: OnToken | None = None,
-                 on_status: OnStatus | None = None, live_backend: str | None = None) -> Turn:
+                 on_status: OnStatus | None = None, live_backend: str | None = None,
+                 reconnects: int | None = None) -> Turn:
         """Ask with a transcript you already have (typed, or heard by real-time streaming:
         ``speech_model`` is then the model that heard it, which prices it) and record the
         turn, with its audio when given (``live_backend``: the live conversation it was
-        part of, "cascade" for the live widget's).
+        part of, "cascade" for the live widget's; ``reconnects``: the times its connection
+        was made again while it was said).
 
         >>> s.ask_text("What is the capital of France?")      # doctest: +SKIP
         """
         work, transcript = self._turns.text_turn(text, audio, stt_backend, stt_s=stt_s,
                                                  id=transcript_id, confidence=confidence,
                                                  speech_model=speech_model,
-                                                 live_backend=live_backend)
+                                                 live_backend=live_backend,
+                                                 reconnects=reconnects)
         if on_status:
             on_status(work.turn, "started")
         self._turns.run(work, transcript, stream=stream, on_token=on_token,
@@ -259,7 +262,9 @@ class Session:
 
     def resume(self, *, concurrency: int = 32, progress: bool = True) -> list[Turn]:
         """Finish turns left ``interrupted`` or mid-stage by a process that stopped (a crash,
-        a kill, Ctrl-C), re-polling transcripts that were already submitted."""
+        a kill, Ctrl-C), re-polling transcripts that were already submitted. A transcript is
+        never paid for twice; an upload may be repeated once, which is free (what is
+        guaranteed, and the one window left: :mod:`voicenb.stt.assemblyai`)."""
         self.store.mark_interrupted()
         return self._rerun(["interrupted"], concurrency=concurrency, progress=progress)
 

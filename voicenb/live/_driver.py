@@ -31,6 +31,8 @@ log = logging.getLogger("voicenb")
 HEARD_WAIT_S = 5.0
 #: how long a turn waits for its answer to be heard out, beyond the audio left to play
 PLAYER_IDLE_S = 10.0
+#: after the conversation ends, the recorder waits this long for late replies, then stops
+STOPPED_IDLE_S = 30.0
 #: a reply and a transcript whose ends of speech are this close answer the same speech
 SAME_SPEECH_S = 0.25
 
@@ -119,7 +121,7 @@ class Driver:
     def __init__(self, session: Session | None, backend: str, *, view: Any = None,
                  player: Any = None, voice: str | None = None, settings: Any = None,
                  system: str | None = None, record: Callable[..., int] | None = None) -> None:
-        """``record(heard=, reply=, spoken=, recorded_at=)`` writes a turn and returns its
+        """``record(heard=, reply=, spoken=, recorded_at=, reconnects=)`` writes a turn and returns its
         number (default: the session's next turn); ``settings`` and ``system`` default to
         the session's."""
         self.session = session
@@ -145,6 +147,8 @@ class Driver:
         self._heard: deque[Heard] = deque()
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._pending = 0  # replies not yet recorded
+        self._reconnects = 0  # since the last reply
+        self._stopped = False
         self._idle = threading.Condition(self._lock)
         self._recorder = threading.Thread(target=self._record_loop, name="voicenb-live-record",
                                           daemon=True)
@@ -226,8 +230,19 @@ class Driver:
             speaker.cancel()
         with self._lock:
             self._pending += 1
-        self._jobs.put((reply, speaker, time.monotonic()))
+            reconnects, self._reconnects = self._reconnects, 0
+        self._jobs.put((reply, speaker, time.monotonic(), reconnects))
         self._tell("replied", reply)
+
+    def reconnecting(self, attempt: int, error: VoicenbError) -> None:
+        log.info("voicenb: the %s connection dropped (%s); reconnecting (try %d)",
+                 self.backend, error, attempt)
+        self._tell("reconnecting", attempt, error)
+
+    def reconnected(self, downtime_s: float) -> None:
+        with self._lock:
+            self._reconnects += 1
+        self._tell("reconnected", downtime_s)
 
     def failed(self, error: VoicenbError) -> None:
         self.error = error
@@ -250,18 +265,21 @@ class Driver:
 
     def _record_loop(self) -> None:
         while True:
-            job = self._jobs.get()
+            try:
+                # after the end, the replies already queued are recorded, then the thread ends
+                job = self._jobs.get(timeout=STOPPED_IDLE_S if self._stopped else None)
+            except queue.Empty:
+                return
             if job is None:
                 self._record_unanswered()
-                if self._jobs.empty():
-                    continue
+                self._stopped = True
                 continue
-            reply, speaker, done_at = job
+            reply, speaker, done_at, reconnects = job
             try:
                 spoken = speaker.result(idle=PLAYER_IDLE_S) if speaker is not None else None
                 heard = self._pair(reply)
                 number = self._record(heard=heard, reply=reply, spoken=spoken,
-                                      recorded_at=done_at)
+                                      recorded_at=done_at, reconnects=reconnects)
                 self.ended.append(heard.ended_at if heard is not None else reply.ended_at)
                 self.turns.append(number)
                 self._tell("recorded", number)

@@ -20,8 +20,12 @@ The order of a turn, on the owner's side::
     answer_audio(pcm)*        the answer's speech (16-bit mono PCM at ``output_rate``)
     replied(Reply)            the answer ended: done, spoken over, or failed
 
-``failed(error)`` says the conversation itself broke (it cannot go on). Every callback comes
-from the backend's own thread and must return quickly.
+``failed(error)`` says the conversation itself broke (it cannot go on). A dropped connection
+is not that: the backend says ``reconnecting(attempt, error)``, connects again (the same
+session within the service's grace, else a new one given the conversation so far), sends the
+audio queued meanwhile, and says ``reconnected(downtime_s)``; the owner counts reconnects per
+turn (the history's ``reconnects``). Every callback comes from the backend's own thread and
+must return quickly.
 
 Times are on :func:`time.monotonic`, from the end of the person's speech as the service saw
 it (``input.speech.stopped``, ``input_audio_buffer.speech_stopped``), so the figures of the
@@ -106,6 +110,10 @@ class Listener(Protocol):
     def replied(self, reply: Reply) -> None: ...
 
     def failed(self, error: VoicenbError) -> None: ...
+
+    def reconnecting(self, attempt: int, error: VoicenbError) -> None: ...
+
+    def reconnected(self, downtime_s: float) -> None: ...
 
 
 @runtime_checkable

@@ -66,6 +66,7 @@ from ._assemblyai import AssemblyAIService, Job
 from ._openai import OpenAIService
 from ._realtime import SPEED as REALTIME_SPEED, TTFA_S as REALTIME_TTFA_S, RealtimeService
 from ._streaming import StreamingService
+from ._sockets import SocketFaults
 from ._sync import SyncService
 from ._tts import SPEED as TTS_SPEED, TTFB_S as TTS_TTFB_S, TTSService
 from ._agent import AgentService
@@ -149,6 +150,14 @@ class Simulator:
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def socket_faults(self) -> dict[str, SocketFaults]:
+        """Each websocket service's failures on demand, by name (``streaming``, ``tts``,
+        ``realtime``, ``agent``): ``sim.socket_faults["streaming"].plan("drop", after_s=2)``
+        (see :class:`~voicenb.sim._sockets.SocketFaults`)."""
+        return {"streaming": self.streaming._ws.faults, "tts": self.tts._ws.faults,
+                "realtime": self.realtime._ws.faults, "agent": self.agent._ws.faults}
 
     # -- life cycle --------------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ import sys
 import time
 
 from . import Simulator
+from ._sockets import apply_fault, parse_fault
+
+#: the websocket services a --socket-fault may name (Simulator.socket_faults)
+SOCKET_SERVICES = ("streaming", "tts", "realtime", "agent")
 from ._tts import SPEED as TTS_SPEED, TTFB_S as TTS_TTFB_S
 
 
@@ -18,7 +22,22 @@ def env_from_line(line: str) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in line.split()[1:])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _read_faults(parser: argparse.ArgumentParser, specs: list[str]
+                 ) -> list[tuple[str | None, dict]]:
+    faults = []
+    for spec in specs:
+        try:
+            service, plan = parse_fault(spec)
+        except ValueError as exc:
+            parser.error(f"--socket-fault: {exc}")
+        if service not in (None, *SOCKET_SERVICES):
+            parser.error(f"--socket-fault: unknown service {service!r}; choose from "
+                         f"{', '.join(SOCKET_SERVICES)}")
+        faults.append((service, plan))
+    return faults
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m voicenb.sim",
                                      description="Run voicenb's local service simulators.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -52,7 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hear", dest="hear", action="store_false",
                         help="give audio it does not know a placeholder transcript instead "
                              "of transcribing it on this machine (Whisper tiny.en, or pocketsphinx)")
+    parser.add_argument("--socket-fault", action="append", default=[], metavar="SPEC",
+                        help="fail websocket sessions on demand (repeatable): "
+                             "[service:]kind[=value][@N(s|f)][xTIMES][,refuse=S], kind one of "
+                             "drop (cut, no close frame), close=CODE, stall=SECONDS, "
+                             "refuse=SECONDS; service one of streaming, tts, realtime, agent "
+                             "(default: all). E.g. drop@5s, streaming:close=1011@40f, "
+                             "drop@2s,refuse=3, drop@5-20s (each session, at random)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random faults (default 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
+    faults = _read_faults(parser, args.socket_fault)
     if not 0.0 <= args.word_error_rate <= 1.0:
         parser.error(f"--word-error-rate must be between 0 and 1, not {args.word_error_rate}")
     sim = Simulator(host=args.host, port=args.port, processing_fixed=args.processing_fixed,
@@ -61,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                     token_rate=args.token_rate, fault_rate=args.fault_rate,
                     hear=args.hear, sync_processing_s=args.sync_processing,
                     word_error_rate=args.word_error_rate, tts_ttfb=args.tts_ttfb,
-                    tts_speed=args.tts_speed or None).start()
+                    tts_speed=args.tts_speed or None, seed=args.seed).start()
+    for service, plan in faults:
+        for name, target in sim.socket_faults.items():
+            if service in (None, name):
+                apply_fault(target, plan, seed=args.seed)
     # One line a shell can eval, first, on stdout; the words for people on stderr.
     print("export " + " ".join(f"{name}={value}" for name, value in sim.env().items()),
           flush=True)

@@ -52,7 +52,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ._about import ABOUT_PATH, about
 from ._registry import Registry
-from ._sockets import SocketServer
+from ._sockets import SocketFaults, SocketServer
 
 FRAME_MS = 20          # the detector's resolution
 SPEECH_LEVEL = 300     # peak amplitude (of 32767) that counts as speech
@@ -88,6 +88,9 @@ class Received:
     #: how it authenticated: "key", "token" (query) or "token-header" (the official SDK)
     auth: str = ""
     messages: list[dict[str, Any]] = field(default_factory=list)
+    #: when it opened, and when its first audio frame arrived (monotonic; None: none came)
+    opened_at: float = 0.0
+    first_audio_at: float | None = None
 
 
 @dataclass
@@ -112,6 +115,9 @@ class StreamingService:
         self.key = key
         self.max_sessions = max_sessions
         self.realtime_slack_s = realtime_slack_s
+        #: the longest a session opened with the key lasts (AssemblyAI: 3 hours); a test may
+        #: shorten it to watch a client roll sessions over
+        self.max_session_s = MAX_SESSION_S
         self.sessions_open = 0
         self.stats: dict[str, int] = {"sessions": 0, "terminated": 0, "frames": 0, "turns": 0,
                                       "closed_with_error": 0, "tokens": 0}
@@ -125,6 +131,11 @@ class StreamingService:
         self._lock = threading.Lock()
         #: where turns are heard: a recognizer is CPU-bound and must never run in the loop
         self.hearing = ThreadPoolExecutor(1, thread_name_prefix="voicenb-sim-hear")
+
+    @property
+    def faults(self) -> SocketFaults:
+        """Socket failures on demand (:class:`~voicenb.sim._sockets.SocketFaults`)."""
+        return self._ws.faults
 
     def hear(self, pcm: bytes) -> str:
         """What 16 kHz PCM of a turn says (runs on :attr:`hearing`, never in the loop)."""
@@ -201,7 +212,7 @@ class StreamingService:
         """How the session authenticated and its maximum duration; None: refused."""
         header = request.headers.get("Authorization", "").strip()
         if header and header.removeprefix("Bearer ").removeprefix("token ") == self.key:
-            return "key", MAX_SESSION_S
+            return "key", self.max_session_s
         # Temporary tokens: in the query, as the spec says, or in the Authorization header,
         # as the official SDK sends them.
         for where, value in (("token", params.get("token", "")), ("token-header", header)):
@@ -221,7 +232,7 @@ class StreamingService:
             # Assumption: a bad, used or expired token is refused like a wrong key (1008).
             return await _fail(ws, 1008, UNAUTHORIZED_TOKEN if params.get("token")
                                else UNAUTHORIZED)
-        received = Received(params, auth[0])
+        received = Received(params, auth[0], opened_at=time.monotonic())
         with self._lock:
             self.received.append(received)
             busy = self.max_sessions is not None and self.sessions_open >= self.max_sessions
@@ -336,9 +347,16 @@ class _Session:
                                        "expires_at": int(expires.timestamp())}))
         inbox: asyncio.Queue[Any] = asyncio.Queue()
         processor = asyncio.get_running_loop().create_task(self._process(inbox))
+        faults = self.service.faults.session()
         try:
             async for message in self.ws:
+                fault = faults.due()
+                if fault is not None and await faults.act(self.ws, fault):
+                    self.service.count("faults")
+                    return
                 if isinstance(message, bytes):
+                    if self.received.first_audio_at is None:
+                        self.received.first_audio_at = time.monotonic()
                     error = self._admit(message)
                     if error:
                         self.service.count("closed_with_error")

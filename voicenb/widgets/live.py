@@ -78,6 +78,7 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         self.show_turns = show_turns
         self._heard = 0  # final turns heard in the current stream
         self._rt: Any = None
+        self._before_drop: tuple[str, str] | None = None  # the status a drop interrupted
         self._speech_model: str | None = None
         self._page_stopped_at: float | None = None  # when the page's Stop came
         # start/feed/stop come from the browser's messages and from Python threads at once
@@ -138,6 +139,8 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
         self._heard = 0
         self._rt = RealtimeTranscriber(on_partial=self._on_partial, on_turn=self._on_turn,
                                        on_speech_started=lambda _s: self.hush(),
+                                       on_reconnecting=self.on_reconnecting,
+                                       on_reconnected=lambda _id, s: self.on_reconnected(s),
                                        settings=self.session.settings).start()
         #: the streaming model that hears the turns (it prices them)
         self._speech_model = self._rt.speech_model
@@ -272,6 +275,16 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
                        f"turn {number}: done ({turn.total_s or 0.0:.1f} s)")
         self._show_turns()
 
+    def on_reconnecting(self, attempt: int, error: VoicenbError) -> None:
+        """The connection dropped: say so while a new one is made (every word is kept)."""
+        self._before_drop = self._before_drop or (self.state, self.status)
+        self._show(self.state, f"reconnecting (try {attempt}): every word is kept")
+
+    def on_reconnected(self, downtime_s: float) -> None:
+        before, self._before_drop = self._before_drop, None
+        if before is not None and self.status.startswith("reconnecting"):
+            self._show(*before)
+
     def on_failed(self, error: VoicenbError) -> None:
         with self._rt_lock:
             self._rt = None
@@ -299,6 +312,7 @@ class LiveRecorder(SpeaksMixin, TurnsMixin, anywidget.AnyWidget):
                 event.text, audio=event.audio, stt_backend=BACKEND, stt_s=event.stt_s,
                 transcript_id=f"{event.session_id or 'live'}:{event.turn_order}",
                 speech_model=self._speech_model, live_backend="cascade",
+                reconnects=event.reconnects,
                 on_token=shown if speaker is None else both(shown, speaker.feed))
             self.answer = turn.answer or ""
             if speaker is not None:
