@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import wave
 
 import pytest
 import sqlalchemy as sa
@@ -46,37 +47,50 @@ RESUME = textwrap.dedent("""
 """)
 
 
-def _status(home, history=None) -> str | None:
+def _row(home, history=None) -> tuple[str | None, str | None]:
+    """The last turn's (status, transcript_id); (None, None) before there is one."""
+    query = "SELECT status, transcript_id FROM turns ORDER BY turn DESC LIMIT 1"
     if history:
         engine = sa.create_engine(sqlalchemy_url(history), poolclass=sa.pool.NullPool)
         try:
             with engine.connect() as db:
-                return db.execute(sa.text("SELECT status FROM turns ORDER BY turn DESC "
-                                          "LIMIT 1")).scalar()
+                row = db.execute(sa.text(query)).first()
         except sa.exc.SQLAlchemyError:
-            return None  # not created yet
+            return None, None  # not created yet
+        return (row[0], row[1]) if row else (None, None)
     try:
         db = sqlite3.connect(f"file:{home}/history.sqlite?mode=ro", uri=True, timeout=5)
-        row = db.execute("SELECT status FROM turns ORDER BY turn DESC LIMIT 1").fetchone()
+        row = db.execute(query).fetchone()
         db.close()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else (None, None)
     except sqlite3.Error:
-        return None
+        return None, None
 
 
-def _kill_when(home, sample, status: str, history=None) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", TURN, str(home), str(sample)],
+def _turn(home, clip, history=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", TURN, str(home), str(clip)],
                             env=_env(history))
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _kill_when(home, clip, status: str, history=None) -> None:
+    """Kill the turn once its row says ``status`` (and, transcribing, its transcript id)."""
+    proc = _turn(home, clip, history)
     try:
         deadline = time.monotonic() + 60
-        while _status(home, history) != status:
+        while True:
+            now, transcript_id = _row(home, history)
+            if now == status and (status != "transcribing" or transcript_id):
+                break
             assert proc.poll() is None, "the turn finished before it could be killed"
             assert time.monotonic() < deadline, f"never reached {status!r}"
             time.sleep(0.02)
-        time.sleep(0.2)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        _kill(proc)
 
 
 def _resume(home, history=None) -> list[str]:
@@ -87,7 +101,6 @@ def _resume(home, history=None) -> list[str]:
 
 
 @pytest.mark.parametrize("stage,knobs", [
-    ("uploading", {"upload_bandwidth": 20_000}),  # killed mid-upload: resume uploads it
     ("transcribing", {"processing_fixed": 3.0}),  # resume re-polls the same transcript
     ("answering", {"ttft": 3.0}),                 # resume only asks the model again
 ])
@@ -98,16 +111,73 @@ def test_sigkill_mid_turn_then_resume_in_a_new_process(tmp_path, sample, stage, 
         _kill_when(home, sample, stage, history)
         assert vnb.load_history(str(home), history=history)["status"].tolist() == \
             ["interrupted"]
-        sim.assemblyai.upload_bandwidth = None
         sim.assemblyai.processing_fixed = 0.2
         sim.openai.ttft = 0.05
         # another machine's home would do as well on a server: the audio is in it
         assert _resume(home if not history else tmp_path / "elsewhere", history) == \
             ["ok|What is the capital of France?"]
-        assert sim.stats["uploads"] == 1  # completed uploads: never a second one
+        assert sim.stats["uploads"] == 1
         assert sim.stats["transcripts"] == 1
     df = vnb.load_history(str(home), history=history)
     assert df["status"].tolist() == ["ok"] and df["answer"].iloc[0].startswith("(simulated")
+
+
+def _past_the_socket_buffers() -> int:
+    """A body size a client killed mid-upload cannot have handed to its kernel: more than
+    its send buffer grows to, plus what the simulator's receive buffer takes while the
+    simulator reads nothing (that buffer grows only as it is read)."""
+    try:
+        wmem = int(open("/proc/sys/net/ipv4/tcp_wmem").read().split()[2])
+        core = int(open("/proc/sys/net/core/wmem_max").read())
+        rmem = int(open("/proc/sys/net/ipv4/tcp_rmem").read().split()[1])
+    except OSError:  # not Linux: sizes far above the usual defaults
+        return 64 << 20
+    return max(wmem, 2 * core) + 2 * rmem + (1 << 20)
+
+
+@pytest.fixture
+def long_sample(tmp_path, sample):
+    """The sample said over and over, a clip longer than the socket buffers can hold."""
+    with wave.open(str(sample)) as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    path = tmp_path / "long.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setparams(params)
+        for _ in range(_past_the_socket_buffers() // len(frames) + 1):
+            out.writeframes(frames)
+    return path
+
+
+@pytest.mark.parametrize("point,uploads", [
+    ("upload", (0, 1)),    # mid-body, the rest not yet sent: the service has no upload
+    ("uploaded", (1, 2)),  # stored, its answer not sent: resume uploads again (bandwidth)
+    ("submit", (1, 1)),    # the POST held, nothing created: resume finds what it creates
+    ("created", (1, 1)),   # created, its answer not sent: resume finds it in the list
+])
+def test_sigkill_at_a_known_point_of_the_upload_or_submit_then_resume(
+        request, tmp_path, sample, point, uploads, history):
+    """The simulator holds the request at ``point`` and the turn is killed there.
+    ``uploads``: completed at the service by the killed turn, then in all. A second upload
+    costs bandwidth and is allowed; a second transcript costs money: never."""
+    home = tmp_path / "home"
+    clip = request.getfixturevalue("long_sample") if point == "upload" else sample
+    with vnb.sim.running(processing_factor=0.0) as sim:
+        sim.registry.register(clip, "What is the capital of France?")
+        with sim.assemblyai.hold(point) as hold:
+            proc = _turn(home, clip, history)
+            try:
+                hold.wait_arrived(120)
+            finally:
+                _kill(proc)
+        hold.wait_finished()  # released: it went on to its end, for a client now gone
+        assert sim.stats["uploads"] == uploads[0]
+        assert sim.stats["transcripts"] == (point in ("submit", "created"))
+        assert vnb.load_history(str(home), history=history)["status"].tolist() == \
+            ["interrupted"]
+        assert _resume(home if not history else tmp_path / "elsewhere", history) == \
+            ["ok|What is the capital of France?"]
+        assert sim.stats["uploads"] == uploads[1]
+        assert sim.stats["transcripts"] == 1
 
 
 WRITER = textwrap.dedent("""

@@ -1,4 +1,8 @@
-"""AssemblyAI's REST API, simulated: /v2/upload, /v2/transcript, /v2/transcript/{id}."""
+"""AssemblyAI's REST API, simulated: /v2/upload, /v2/transcript, /v2/transcript/{id}.
+
+A test can stop a request at a known point of its route with :meth:`AssemblyAIService.hold`
+(see :class:`Hold`), to kill or interrupt the client exactly there.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import heapq
 import json
 import random
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,96 @@ ACCOUNT_DEFAULT_MODEL = "assemblyai-stt-3-7"
 AUTH_ERROR = "Authentication error, API token missing/invalid"
 RANDOM_ERROR = ("Transcoding failed (simulated: error_rate). The simulator was told to fail "
                 "this fraction of transcripts.")
+#: Where :meth:`AssemblyAIService.hold` can stop a request, and what has happened by then.
+HOLD_POINTS = {
+    "upload": "POST /v2/upload: the first after_bytes of the body read, the rest not",
+    "uploaded": "POST /v2/upload: the upload stored and counted, its answer not sent",
+    "submit": "POST /v2/transcript: the request read, no transcript created",
+    "created": "POST /v2/transcript: the transcript created and counted, its answer not sent",
+    "list": "GET /v2/transcript: the request read, the list not made",
+}
+
+
+class Hold:
+    """Requests stopped at one point of the simulated AssemblyAI API until released, so that a
+    test can kill or interrupt its client at that point and nowhere else.
+
+    >>> hold = sim.assemblyai.hold("uploaded")      # doctest: +SKIP
+    >>> # ...start the client...
+    >>> hold.wait_arrived(60)                        # doctest: +SKIP
+    >>> # ...the upload is stored, its answer not sent: kill the client now...
+    >>> hold.release()                               # doctest: +SKIP
+    >>> hold.wait_finished(60)                       # doctest: +SKIP
+
+    It catches the next ``times`` requests to reach ``point`` (one of :data:`HOLD_POINTS`);
+    later ones pass. Each caught request waits until :meth:`release` (or the simulator
+    stops), then goes on as it would have: a client that has gone is not noticed until its
+    answer is written, as by a real server. Thread-safe; ``with hold:`` releases on exit.
+    """
+
+    def __init__(self, point: str, times: int = 1, after_bytes: int = 4096) -> None:
+        if point not in HOLD_POINTS:
+            raise ValueError(f"Unknown hold point {point!r}: choose one of "
+                             f"{', '.join(HOLD_POINTS)}.")
+        if times < 1 or after_bytes < 1:
+            raise ValueError("times and after_bytes must be at least 1.")
+        self.point, self.times, self.after_bytes = point, times, after_bytes
+        #: requests caught so far, and those of them that have left the route since
+        self.arrived = self.finished = 0
+        self._released = False
+        self._cond = threading.Condition()
+
+    def __repr__(self) -> str:
+        return (f"Hold({self.point!r}, arrived={self.arrived}/{self.times}, "
+                f"released={self._released}, finished={self.finished})")
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def wait_arrived(self, timeout: float = 60.0, count: int = 1) -> None:
+        """Return once ``count`` requests are caught; TimeoutError after ``timeout`` s."""
+        self._wait(lambda: self.arrived >= count, timeout, f"{count} request(s) to arrive")
+
+    def release(self) -> None:
+        """Let the caught requests go on (and any caught later pass at once)."""
+        with self._cond:
+            self._released = True
+            self._cond.notify_all()
+
+    def wait_finished(self, timeout: float = 60.0, count: int = 1) -> None:
+        """Return once ``count`` caught requests have left the route (answered, refused,
+        or broken off by a client that went away); TimeoutError after ``timeout`` s."""
+        self._wait(lambda: self.finished >= count, timeout, f"{count} request(s) to finish")
+
+    @property
+    def spent(self) -> bool:
+        with self._cond:
+            return self._released and self.arrived >= self.times
+
+    def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        with self._cond:
+            if not self._cond.wait_for(done, timeout):
+                raise TimeoutError(f"{self!r}: waited {timeout:g} s for {what}.")
+
+    # the route's side
+
+    def _catch(self) -> bool:
+        """Take this request if the hold has room for it, and wait until released."""
+        with self._cond:
+            if self.arrived >= self.times:
+                return False
+            self.arrived += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._released)
+            return True
+
+    def _leave(self) -> None:
+        with self._cond:
+            self.finished += 1
+            self._cond.notify_all()
 
 
 @dataclass
@@ -62,6 +159,9 @@ class AssemblyAIService:
     ``error_rate`` (0 to 1, default 0; set it as ``sim.assemblyai.error_rate = 0.1``) makes
     that fraction of new transcripts end with status ``error``, chosen by a random generator
     seeded with the simulator's ``seed``, and counted as ``fault:transcript_error``.
+
+    :meth:`hold` stops requests at a known point (mid-upload, upload stored, before or after
+    a transcript is created) until the test releases them.
     """
 
     def __init__(self, app: App, registry: Registry, *, key: str, processing_fixed: float,
@@ -83,6 +183,7 @@ class AssemblyAIService:
         self._queue: list[Job] = []
         self._slots: list[float] = []  # finish times of jobs holding a processing slot
         self._uploads: dict[str, tuple[Path, str]] = {}  # id -> (file, sha256)
+        self._holds: list[Hold] = []
         self._dir = tempfile.TemporaryDirectory(prefix="voicenb-sim-")
         app.route("POST", "/v2/upload", self.upload)
         app.route("POST", "/v2/transcript", self.create)
@@ -92,7 +193,45 @@ class AssemblyAIService:
         app.route("GET", "/sim/jobs", self.job_log)
 
     def close(self) -> None:
+        with self.app.lock:
+            holds, self._holds = self._holds, []
+        for hold in holds:  # nothing waits for a test that has gone
+            hold.release()
         self._dir.cleanup()
+
+    def hold(self, point: str, *, times: int = 1, after_bytes: int = 4096) -> Hold:
+        """Stop the next ``times`` requests that reach ``point`` (see :data:`HOLD_POINTS`)
+        until the returned :class:`Hold` is released. ``after_bytes``: how much of the body
+        an ``"upload"`` hold reads first.
+
+        >>> hold = sim.assemblyai.hold("submit")    # doctest: +SKIP
+        """
+        hold = Hold(point, times, after_bytes)
+        with self.app.lock:
+            self._holds = [h for h in self._holds if not h.spent] + [hold]
+        return hold
+
+    def _armed(self, point: str) -> list[Hold]:
+        with self.app.lock:
+            return [h for h in self._holds if h.point == point and h.arrived < h.times]
+
+    @contextmanager
+    def _holding(self) -> Iterator[Callable[[str], None]]:
+        """A route's ``stop(point)``: wait there if a hold takes this request; each hold
+        that did hears when the request leaves the route, however it leaves."""
+        caught: list[Hold] = []
+
+        def stop(point: str) -> None:
+            for hold in self._armed(point):
+                if hold._catch():
+                    caught.append(hold)
+                    return
+
+        try:
+            yield stop
+        finally:
+            for hold in caught:
+                hold._leave()
 
     def ledger(self) -> dict[str, Counter[str]]:
         """What the service did for each clip (by the sha256 of its audio), to check that a
@@ -145,25 +284,40 @@ class AssemblyAIService:
     def upload(self, request: Request) -> Response:
         if not self._authorized(request):
             return error(401, AUTH_ERROR)
+        with self._holding() as stop:
+            return self._upload(request, stop)
+
+    def _upload(self, request: Request, stop: Callable[[str], None]) -> Response:
         uid = str(uuid.uuid4())
         path = Path(self._dir.name) / uid
         digest = hashlib.sha256()
         size, t0 = 0, time.monotonic()
-        with open(path, "wb") as fh:
-            for block in request.iter_body():
-                digest.update(block)
-                fh.write(block)
-                size += len(block)
-                if self.upload_bandwidth:  # pace the upload like a real link would
-                    ahead = size / self.upload_bandwidth - (time.monotonic() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
+        # a mid-body hold needs the body read in pieces no bigger than its after_bytes
+        held_at = min((h.after_bytes for h in self._armed("upload")), default=None)
+        chunk = min(held_at, 1 << 16) if held_at else 1 << 16
+        try:
+            with open(path, "wb") as fh:
+                for block in request.iter_body(chunk):
+                    digest.update(block)
+                    fh.write(block)
+                    size += len(block)
+                    if held_at and size >= held_at:
+                        held_at = None
+                        stop("upload")
+                    if self.upload_bandwidth:  # pace the upload like a real link would
+                        ahead = size / self.upload_bandwidth - (time.monotonic() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
+        except BaseException:  # the client went away mid-body: no upload
+            path.unlink(missing_ok=True)
+            raise
         if size == 0:
             path.unlink()
             return error(400, "Upload failed: the request body is empty")
         self._uploads[uid] = (path, digest.hexdigest())
         self.app.count("uploads")
         self.app.count("upload_bytes", size)
+        stop("uploaded")
         return Response(200, {"upload_url": f"{self.base_url}/cdn/upload/{uid}"})
 
     def download(self, request: Request, uid: str) -> Response:
@@ -184,7 +338,12 @@ class AssemblyAIService:
     def create(self, request: Request) -> Response:
         if not self._authorized(request):
             return error(401, AUTH_ERROR)
+        with self._holding() as stop:
+            return self._create(request, stop)
+
+    def _create(self, request: Request, stop: Callable[[str], None]) -> Response:
         body = request.json()
+        stop("submit")
         if not isinstance(body, dict):
             return error(400, "Request body must be a JSON object")
         audio_url = body.get("audio_url")
@@ -207,7 +366,8 @@ class AssemblyAIService:
             self._queue.append(job)
             self._advance(now)
             self.app.stats["transcripts"] += 1
-        return Response(200, self._json(job, now))
+        stop("created")
+        return Response(200, self._json(job, time.monotonic()))
 
     def list(self, request: Request) -> Response:
         """``GET /v2/transcript``: the newest transcripts first, as TranscriptListItems."""
@@ -220,12 +380,14 @@ class AssemblyAIService:
         if not 1 <= limit <= 200:
             return error(400, "limit must be between 1 and 200")
         status = request.query.get("status")
-        now = time.monotonic()
-        with self.app.lock:
-            self._advance(now)
-            jobs = sorted(self.jobs.values(), key=lambda j: j.created_at, reverse=True)
-            items = [self._item(job, now) for job in jobs
-                     if status is None or job.status(now) == status][:limit]
+        with self._holding() as stop:  # finished once the list is made
+            stop("list")
+            now = time.monotonic()
+            with self.app.lock:
+                self._advance(now)
+                jobs = sorted(self.jobs.values(), key=lambda j: j.created_at, reverse=True)
+                items = [self._item(job, now) for job in jobs
+                         if status is None or job.status(now) == status][:limit]
         url = f"{self.base_url}/v2/transcript?limit={limit}"
         return Response(200, {"page_details": {"limit": limit, "result_count": len(items),
                                                "current_url": url, "prev_url": None,

@@ -4,11 +4,30 @@ The endpoint functions :func:`upload`, :func:`submit` and :func:`get` are statel
 request each, over an :class:`~voicenb._http.HttpClient`. :class:`AssemblyAI` coordinates
 them (upload -> submit -> poll) for one clip or a batch, so batch, session and CLI reuse the
 same calls.
+
+What a rerun after an interruption (Ctrl-C, a kill, a lost answer) may repeat, given the
+:class:`~voicenb.stt.base.Checkpoint` of what was recorded:
+
+- **An upload, at most once more.** Uploads are not billed. One the service completed but
+  whose URL was never recorded (the process stopped between the service storing it and the
+  answer being written down) is uploaded again: a second upload, bandwidth only. One killed
+  mid-body, before its last byte left the process, never completes at the service. (A short
+  clip is in the kernel's socket buffers a moment after it is sent: killed then, its upload
+  completes anyway.)
+- **A transcript, never.** Creating one is billed. A rerun looks for the transcript an
+  unrecorded submit created among the account's newest (``GET /v2/transcript``, by the
+  upload URL, unique per upload) before it submits. A submit interrupted by Ctrl-C goes on
+  in its own thread: a rerun in the same process waits for it and takes its transcript, and
+  a script stopped by Ctrl-C exits only once the service has answered, so a rerun in a new
+  process finds it in the list. The one window left: a process killed (SIGKILL, power loss)
+  while the service was still working on its submit, rerun elsewhere before the service
+  answered that submit (normally milliseconds): the list cannot show it yet.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import statistics
 import threading
 import time
@@ -41,6 +60,56 @@ MAX_POLL_FAILURES = 3
 SUBMIT_CLOCK_SKEW_S = 120.0
 #: Files at least this big show an upload progress bar.
 UPLOAD_PROGRESS_BYTES = 32 << 20
+
+
+class _Submit:
+    """One transcript creation (POST /v2/transcript) of this process, in flight or
+    interrupted, listed by :func:`_submit_key` (service, audio URL, options) so that a second
+    submit of the same request waits for it instead of paying again.
+
+    Why: Ctrl-C used to cut the POST off mid-flight; the service still created the
+    transcript, but a rerun at once read the account's list before it existed and submitted
+    again. Now the POST runs in a thread Ctrl-C does not reach; the caller that stops waiting
+    marks it ``abandoned``, and the next submit of that audio (the rerun) takes its result.
+
+    ``state``: ``new`` (its thread has not begun), ``sending``, or ``dropped`` (claimed
+    before its thread began, so it sends nothing). Changed under :data:`_SUBMITS_LOCK`.
+    """
+
+    __slots__ = ("future", "state", "abandoned")
+
+    def __init__(self) -> None:
+        self.future: Future = Future()
+        self.state = "new"
+        self.abandoned = False
+
+
+_SUBMITS: dict[tuple[str, str, str], _Submit] = {}
+_SUBMITS_LOCK = threading.Lock()
+_DROPPED: Any = object()  # a _Submit's result when it never sent anything
+
+
+def _submit_key(http: HttpClient, audio_url: str,
+                options: dict[str, Any]) -> tuple[str, str, str]:
+    return http.base_url, audio_url, json.dumps(options, sort_keys=True, default=str)
+
+
+def _forget(key: tuple[str, str, str], submit: _Submit) -> None:
+    """Take ``submit`` off the list if it is still there (call with the lock held)."""
+    if _SUBMITS.get(key) is submit:
+        del _SUBMITS[key]
+
+
+def _claim(key: tuple[str, str, str]) -> _Submit | None:
+    """The submit of ``key`` sent (in flight, answered or interrupted) by this process, to
+    wait for; one whose thread has not begun is dropped instead, as it has sent nothing
+    (call with the lock held)."""
+    earlier = _SUBMITS.get(key)
+    if earlier is not None and earlier.state == "new":
+        earlier.state = "dropped"
+        del _SUBMITS[key]
+        return None
+    return earlier
 
 
 # -- endpoints ------------------------------------------------------------------------------
@@ -330,7 +399,75 @@ class AssemblyAI:
         """Create a transcript, safely retried: after an answer that never arrived or a 5xx,
         the transcript may exist already, so the account's newest transcripts are searched
         for this ``audio_url`` before it is submitted again. Returns its JSON (or its
-        list item), with at least ``id``."""
+        list item), with at least ``id``.
+
+        Never two at once for one ``audio_url`` in a process: the request runs in a thread
+        of its own that Ctrl-C does not stop, and a submit of the same audio while one is in
+        flight, or after one was interrupted (a rerun), waits for it and takes its
+        transcript (see :class:`_Submit`). A script stopped by Ctrl-C exits once the
+        service has answered, so a rerun in a new process finds the transcript in the list.
+        """
+        key = _submit_key(self.http, audio_url, options)
+        while True:
+            with _SUBMITS_LOCK:
+                earlier = _claim(key)
+                if earlier is None:
+                    mine = _SUBMITS[key] = _Submit()
+            if earlier is not None:
+                found = self._take(key, earlier, audio_url)
+                if found is not None:
+                    return found
+                continue
+            # not a daemon: an interpreter exiting on Ctrl-C waits for the service's answer
+            thread = threading.Thread(target=self._submit_in_thread, name="voicenb-submit",
+                                      args=(mine, audio_url, options))
+            try:
+                thread.start()
+                wait_futures([mine.future])
+            except BaseException:  # Ctrl-C: the request goes on; the next submit takes it
+                with _SUBMITS_LOCK:
+                    if mine.state == "new":
+                        mine.state = "dropped"
+                        _forget(key, mine)
+                    else:
+                        mine.abandoned = True
+                raise
+            with _SUBMITS_LOCK:
+                _forget(key, mine)
+            created = mine.future.result()  # or the error it raised
+            if created is not _DROPPED:
+                return created
+
+    def _take(self, key: tuple[str, str, str], earlier: _Submit,
+              audio_url: str) -> dict[str, Any] | None:
+        """Wait for a submit of the same audio in flight (or interrupted) and take its
+        transcript; None when it created none, which the account's list then confirms."""
+        try:
+            created = earlier.future.result()
+        except VoicenbError:
+            created = None  # refused, or unanswered: its own search found nothing
+        finally:
+            with _SUBMITS_LOCK:
+                _forget(key, earlier)
+        if created is _DROPPED:
+            return None
+        if created is None:  # it may still have created one its search could not see
+            return self._created(audio_url)
+        return created
+
+    def _submit_in_thread(self, mine: _Submit, audio_url: str, options: dict[str, Any]
+                          ) -> None:
+        with _SUBMITS_LOCK:
+            if mine.state == "dropped":
+                mine.future.set_result(_DROPPED)
+                return
+            mine.state = "sending"
+        try:
+            mine.future.set_result(self._submit(audio_url, **options))
+        except BaseException as exc:  # for whoever waits on it
+            mine.future.set_exception(exc)
+
+    def _submit(self, audio_url: str, **options: Any) -> dict[str, Any]:
         since = time.time() - SUBMIT_CLOCK_SKEW_S
         models = self.settings.speech_model_list
         if models is not None and "speech_model" not in options:
@@ -474,7 +611,7 @@ class AssemblyAI:
             on_stage("started", None)
         audio = as_audio(audio)
         audio_s = audio.duration
-        upload_url, transcript_id = self._usable(resume)
+        upload_url, transcript_id = self._usable(resume, options)
         uploaded = None
         if transcript_id is None:
             if upload_url is None:
@@ -488,18 +625,30 @@ class AssemblyAI:
             on_stage("submitted", transcript_id)  # new, or found among the account's
         return _Job(self, audio, audio_s, transcript_id, t0, uploaded, time.monotonic())
 
-    def _usable(self, resume: Checkpoint | None) -> tuple[str | None, str | None]:
+    def _usable(self, resume: Checkpoint | None,
+                options: dict[str, Any]) -> tuple[str | None, str | None]:
         """What of an earlier attempt to reuse: a transcript still running or done is waited
         for, not paid for twice, even one whose creation's answer was lost (it is looked for
-        among the account's newest); one the service failed is submitted again from its
-        upload."""
+        among the account's newest) or is still in flight in this process (:meth:`submit`
+        waits for it); one the service failed is submitted again from its upload. Without an
+        upload URL the clip is uploaded again (see the module's docstring)."""
         if resume is None:
             return None, None
         if resume.transcript_id is None:
             if resume.upload_url is None:
                 return None, None
-            # a POST whose answer was lost may have created one (its upload URL is unique)
+            # A POST whose answer was lost may have created one (its upload URL is unique).
+            # One this process sent (Ctrl-C may have left it in flight) is noted before the
+            # list is read: if it is answered while the list is read, it is not missed.
+            key = _submit_key(self.http, resume.upload_url, options)
+            with _SUBMITS_LOCK:
+                earlier = _claim(key)
             found = self._created(resume.upload_url)
+            if earlier is not None and found is None:
+                found = self._take(key, earlier, resume.upload_url)
+            elif earlier is not None and earlier.abandoned:  # the list gave its transcript
+                with _SUBMITS_LOCK:
+                    _forget(key, earlier)
             return resume.upload_url, None if found is None else field(
                 found, "id", self.http.service)
         try:
