@@ -199,9 +199,10 @@ def test_unreachable_server_is_a_connection_error():
         vnb.ask("hi", base_url=f"http://127.0.0.1:{port}/v1", settings=fast(max_retries=0))
 
 
-def test_answer_stream_cut_midway_is_a_service_error(sim, capsys):
-    sim.inject("cut", "/v1/chat/completions", after=4)
-    with pytest.raises(vnb.ServiceError, match="cut off"):
+def test_answer_stream_cut_midway_twice_is_a_service_error(sim, capsys):
+    # a first cut is asked to continue once (tests/test_talkback_faults.py); a second fails
+    sim.inject("cut", "/v1/chat/completions", after=4, times=2)
+    with pytest.raises(vnb.ServiceError, match="cut off, and again"):
         vnb.ask("hi", stream=True)
 
 

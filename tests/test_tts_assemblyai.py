@@ -277,7 +277,7 @@ def test_markdown_is_not_read_but_the_words_map_back_to_the_answer(sim, voice):
     assert spoken.spoken_chars == len(text) and spoken.words_heard == 8
 
 
-def test_a_session_lost_mid_answer_stops_speaking_and_the_next_answer_reconnects(sim, voice):
+def test_a_session_lost_mid_answer_resumes_and_the_answer_is_spoken_whole(sim, voice):
     sim.tts.speed = 1.0  # real time: the answer is still being made when the service fails
     page = Page()
     speaker = StreamSpeaker(page.send, voice, on_all_sent=page.all_sent)
@@ -285,18 +285,16 @@ def test_a_session_lost_mid_answer_stops_speaking_and_the_next_answer_reconnects
         speaker.feed(piece)
     speaker.finish()
     page.wait(lambda: page.clips)
-    sim.tts.drop_sessions()  # a service restart: Error, close 1012
-    page.wait(lambda: page.count is not None)  # speaking stopped: no more clips
+    sim.tts.drop_sessions()  # a service restart: Error, close 1012 (retryable)
+    page.wait(lambda: page.count is not None, timeout=60)  # every clip sent
     speaker.playing(0)
     speaker.ended()
     spoken = speaker.result(timeout=10)
-    assert spoken.error and "AssemblyAI" in spoken.error
-    assert 0 <= spoken.spoken_chars < len(ANSWER) and not spoken.interrupted
-    # the conversation goes on: the next answer opens a new session
-    sim.tts.speed = None
-    speaker, page = speak_answer(voice, "Still here. ")
-    page.wait(lambda: page.count is not None)
-    assert page.count >= 1 and voice.connects == 2 and sim.tts.stats["sessions"] == 2
+    # a new session took the answer up from its first unspoken word (tests/
+    # test_talkback_faults.py checks the audio itself)
+    assert spoken.error is None and spoken.reconnects == 1
+    assert spoken.spoken_chars == len(ANSWER) and not spoken.interrupted
+    assert voice.connects == 2 and sim.tts.stats["sessions"] == 2
 
 
 def test_the_service_ending_an_idle_session_is_not_an_error_for_the_next_answer(sim, voice):

@@ -16,6 +16,11 @@
 
 Each sentence counts the characters of the answer it covers, the whitespace after it
 included, so a playback heard to the end counts ``len(text)``.
+
+A synthesis stream that breaks mid-answer is taken up again without a word said twice: a
+sentence whose HTTP body was cut is asked for again (it is sent to the player only once all
+of it is in); a streamed voice's session that dropped is opened again and carries on from the
+first word not yet received (:class:`StreamSpeaker`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 
 from . import tts
 from ._config import Settings, resolve
-from ._errors import VoicenbError
+from ._errors import ServiceError, VoicenbError
 from .audio import pcm_to_wav
 
 __all__ = ["Speaker", "StreamSpeaker", "Spoken", "sentences"]
@@ -50,6 +55,15 @@ MAX_SENTENCE_CHARS = 300
 FULLY_PLAYED_SLACK_S = 0.05
 #: the worker thread exits after this long with nothing to say; a later sentence starts a new one
 IDLE_EXIT_S = 30.0
+#: a sentence whose synthesis broke (its body cut: no status to say why) is asked for this
+#: many times in all
+SENTENCE_TRIES = 3
+#: a session that drops mid-answer (no close frame, 1011, a restart) is opened again, at most
+#: this many tries a drop, the first after RESUME_BACKOFF_S, then twice as long each time...
+RESUME_TRIES = 4
+RESUME_BACKOFF_S = 0.1
+#: ...and at most this many drops an answer: past it, speaking stops with the error
+MAX_RESUMES = 3
 #: words ending in "." that do not end a sentence (lower case, inner dots kept)
 ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "cf",
                            "approx", "fig", "vol", "ca", "mt", "e.g", "i.e", "eg", "ie"})
@@ -149,6 +163,9 @@ class Spoken:
     voice: str | None = None  # the voice that read it ("aai-jane", "alloy", espeak's default)
     #: words of the answer heard, by the service's word timings (None: no timings)
     words_heard: int | None = None
+    #: synthesis streams that dropped mid-answer and were taken up again (a new session, or a
+    #: sentence asked for again), without a word said twice
+    reconnects: int = 0
 
 
 @dataclass
@@ -195,7 +212,8 @@ class Speaker:
                  on_all_sent: Callable[[int], None] | None = None) -> None:
         self._cfg = resolve(settings, tts=backend)
         self._backend = tts.backend_for(self._cfg)
-        self._model_name = "espeak" if self._backend == "espeak" else model or tts.DEFAULT_MODEL
+        self._model_name = {"espeak": "espeak", "assemblyai": tts.assemblyai.MODEL}.get(
+            self._backend, model or tts.DEFAULT_MODEL)
         if self._backend == "openai":  # a model past its shutdown is refused before a word
             tts.check_model(self._model_name)
         self._voice, self._model = voice or self._cfg.tts_voice, model
@@ -220,6 +238,7 @@ class Speaker:
         self._whole = False  # every sentence had been sent when the speaking was stopped
         self._told = False  # on_all_sent was called
         self._error: str | None = None
+        self._reconnects = 0  # streams that dropped and were taken up again
         self._ttfb: float | None = None
         self._first_audio_at: float | None = None
         self._last_playing: int | None = None
@@ -279,9 +298,7 @@ class Speaker:
         while (job := self._next()) is not None:
             sentence, chars = job
             try:
-                speech: tts.Speech | None = tts.speak_wav(
-                    _for_voice(sentence), backend=self._backend, voice=self._voice,
-                    model=self._model, settings=self._cfg)
+                speech: tts.Speech | None = self._synthesise(_for_voice(sentence))
                 error = None
             except VoicenbError as exc:
                 speech, error = None, str(exc)
@@ -289,6 +306,29 @@ class Speaker:
                 log.exception("voicenb: speaking a sentence failed")
                 speech, error = None, f"{type(exc).__name__}: {exc} (a bug in voicenb)"
             self._deliver(chars, speech, error)
+
+    def _synthesise(self, sentence: str) -> tts.Speech:
+        """One sentence's speech. A sentence is sent to the player only once all of it is
+        in, so one whose stream broke (its body cut) is asked for again, whole, with nothing
+        of it said twice; a refusal (a key, a voice, a rate limit, a 5xx the client already
+        retried) is not."""
+        for attempt in range(SENTENCE_TRIES):
+            try:
+                return tts.speak_wav(sentence, backend=self._backend, voice=self._voice,
+                                     model=self._model, settings=self._cfg)
+            except ServiceError as exc:
+                # a status (5xx, 429...) was retried by the client already; no status: the
+                # stream broke, or the service could not be reached
+                if type(exc) is not ServiceError or exc.status_code is not None or \
+                        attempt == SENTENCE_TRIES - 1:
+                    raise
+                with self._cond:
+                    if self._stopped:
+                        raise
+                    self._reconnects += 1
+                log.info("voicenb: speaking a sentence failed (%s); asking again", exc)
+                time.sleep(min(RESUME_BACKOFF_S * 2 ** attempt, 2.0))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _next(self) -> tuple[str, int] | None:
         with self._cond:
@@ -455,7 +495,8 @@ class Speaker:
                       tts_model=self._model_name if self._tried else None,
                       tts_ttfb_s=self._ttfb, first_audio_at=self._first_audio_at,
                       sentences=len(self._sent), error=self._error,
-                      backend=self._backend, voice=self._voice_name)
+                      backend=self._backend, voice=self._voice_name,
+                      reconnects=self._reconnects)
 
     def _heard(self, seq: int, sent: _Sent) -> int:
         seconds = (self._played or {}).get(seq, 0.0)
@@ -494,6 +535,13 @@ class _Request:
     done: bool = False  # its FlushDone came
     #: (answer characters up to the end of the word, the word's end in the answer's audio ms)
     words: list[tuple[int, float]] | None = None
+    #: said again on a new session after the one saying ``heard`` dropped mid-way: the
+    #: first ``skip_ms`` of its audio had been received already, so its audio is held
+    #: (``held``) until its word timings say where the first word not yet heard starts
+    heard: _Request | None = None
+    skip_ms: float = 0.0
+    held: bytearray | None = None
+    flushed: bool = False  # its FlushDone came while its audio was held
 
     @property
     def audio_ms(self) -> float:
@@ -508,6 +556,14 @@ class StreamSpeaker(Speaker):
     ``Cancel`` on the same session. The same methods and outcome as :class:`Speaker`; what
     was heard comes from the service's word timings: ``spoken_chars`` ends at the last word
     whose end played before the stop, and :attr:`Spoken.words_heard` counts those words.
+
+    A session that drops mid-answer (no close frame, close 1011, a restart: the errors the
+    service marks retryable) is opened again (:data:`RESUME_TRIES` tries with backoff, at
+    most :data:`MAX_RESUMES` drops an answer), and what had not been received goes on it
+    again: requests whose audio had not begun, whole; the one cut mid-way, whole too, but
+    its audio is held until its word timings say where the first word not wholly received
+    starts, and played from there. A word cut in two is heard again whole; no other word
+    is heard twice, and none is lost. :attr:`Spoken.reconnects` counts the new sessions.
 
     >>> voice = tts.assemblyai.Voice(settings)                       # doctest: +SKIP
     >>> speaker = StreamSpeaker(send, voice)                         # doctest: +SKIP
@@ -529,6 +585,10 @@ class StreamSpeaker(Speaker):
         self._audio_ms = 0.0  # of the answer, received
         self._clip_starts: list[float] = []  # each clip's start in the answer's audio, ms
         self._generated_at: float | None = None
+        self._resuming = False  # the session dropped: a new one is being opened
+        self._cutting: _Request | None = None  # a resumed request whose audio is held
+        self._later: list[tuple[str, tuple[Any, ...]]] = []  # the session's events, queued
+        self._draining = False  # a thread is handling them
         voice.listen(self)
 
     def __repr__(self) -> str:
@@ -538,6 +598,8 @@ class StreamSpeaker(Speaker):
     # -- the answer in (the lock is held) ---------------------------------------------------
 
     def _take(self, *, final: bool) -> None:
+        if self._resuming:
+            return  # the new session is sent everything not yet spoken once it is open
         text = "".join(self._text)
         try:
             found, start = _cut(text[self._request_start:], final)
@@ -550,7 +612,10 @@ class StreamSpeaker(Speaker):
             if final and self._sent_upto > self._request_start:
                 self._flush(self._sent_upto)  # a tail with nothing to say: say nothing
         except VoicenbError as exc:
-            self._fail(len(self._sent), str(exc))
+            if type(exc) is ServiceError:  # the session was lost: carry on on a new one
+                self._lost(str(exc))
+            else:
+                self._fail(len(self._sent), str(exc))
 
     def _generate(self, text: str) -> None:
         if not text:
@@ -568,7 +633,8 @@ class StreamSpeaker(Speaker):
         self._request_start = end
 
     def _synthesised_all(self) -> bool:
-        return (self._finished and not self._stopped and self._sent_upto == self._request_start
+        return (self._finished and not self._stopped and not self._resuming
+                and self._sent_upto == self._request_start
                 and all(r.done for r in self._requests))
 
     def _stop(self) -> None:
@@ -577,28 +643,80 @@ class StreamSpeaker(Speaker):
         super()._stop()
 
     # -- the session's events, on its reader thread -----------------------------------------
+    # Each goes through one queue, handled in order: after a dropped session, the audio of
+    # the request said again is held until its word timings say where to cut it, and the
+    # events of the requests after it wait for that.
 
     def on_audio(self, flush_id: int, pcm: bytes) -> None:
+        self._event("audio", flush_id, pcm)
+
+    def on_flush_done(self, flush_id: int, audio_ms: int) -> None:
+        self._event("flush_done", flush_id, audio_ms)
+
+    def on_words(self, flush_id: int, audio_start_ms: int,
+                 words: list[tuple[str, int, int]]) -> None:
+        self._event("words", flush_id, audio_start_ms, words)
+
+    def _event(self, name: str, flush_id: int, *args: Any) -> None:
+        with self._cond:
+            if flush_id not in self._by_id:
+                return  # a request of the answer before, or one said again
+            self._later.append((name, (flush_id, *args)))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Handle the queued events in order, one thread at a time, until one must wait."""
+        with self._cond:
+            if self._draining:
+                return
+            self._draining = True
+        while True:
+            with self._cond:
+                head = self._later[0] if self._later else None
+                if head is None or (self._cutting is not None and
+                                    self._by_id.get(head[1][0]) is not self._cutting):
+                    self._draining = False
+                    return
+                self._later.pop(0)
+            try:
+                getattr(self, f"_on_{head[0]}")(*head[1])
+            except Exception:  # a bug: the next events are still handled
+                log.exception("voicenb: handling a speech event failed")
+
+    def _on_audio(self, flush_id: int, pcm: bytes) -> None:
         with self._cond:
             request = self._by_id.get(flush_id)
             if request is None or self._stopped or not pcm:
                 return
-            if request.offset_ms is None:
-                request.offset_ms = self._audio_ms
-            request.audio_bytes += len(pcm)
-            self._audio_ms += len(pcm) / _PCM_BYTES_PER_MS
-            if self._ttfb is None and self._generated_at is not None:
-                self._ttfb = time.monotonic() - self._generated_at
-            self._pcm += pcm
-            enough = (FIRST_CLIP_MS if not self._sent else CLIP_MS) * _PCM_BYTES_PER_MS
-            clip = self._take_clip() if len(self._pcm) >= enough else None
+            if request.held is not None:  # said again: where to cut it is not known yet
+                request.held += pcm
+                return
+            clip = self._audio_in(request, pcm)
         if clip is not None:
             self._deliver_clip(*clip)
 
-    def on_flush_done(self, flush_id: int, audio_ms: int) -> None:
+    def _audio_in(self, request: _Request, pcm: bytes) -> tuple[bytes, float] | None:
+        """Take ``pcm`` of ``request`` into the answer's audio; a clip for the page when
+        enough is in (the lock is held)."""
+        if request.offset_ms is None:
+            request.offset_ms = self._audio_ms
+        request.audio_bytes += len(pcm)
+        self._audio_ms += len(pcm) / _PCM_BYTES_PER_MS
+        if self._ttfb is None and self._generated_at is not None:
+            self._ttfb = time.monotonic() - self._generated_at
+        self._pcm += pcm
+        enough = (FIRST_CLIP_MS if not self._sent else CLIP_MS) * _PCM_BYTES_PER_MS
+        return self._take_clip() if len(self._pcm) >= enough else None
+
+    def _on_flush_done(self, flush_id: int, audio_ms: int) -> None:
         with self._cond:
             request = self._by_id.get(flush_id)
             if request is None:
+                return
+            if request.held is not None:  # its word timings come next (best effort)
+                timer = threading.Timer(WORDS_WAIT_S, self._cut_late, (request,))
+                timer.daemon = True
+                timer.start()
                 return
             request.done = True
             clip = self._take_clip() if self._pcm and not self._stopped else None
@@ -609,33 +727,176 @@ class StreamSpeaker(Speaker):
             count = self._claim_all_sent()
         self._tell_all_sent(count)
 
-    def on_words(self, flush_id: int, audio_start_ms: int,
-                 words: list[tuple[str, int, int]]) -> None:
+    def _on_words(self, flush_id: int, audio_start_ms: int,
+                  words: list[tuple[str, int, int]]) -> None:
         with self._cond:
             request = self._by_id.get(flush_id)
-            if request is None or request.offset_ms is None:
+            if request is None:
                 return
-            text = "".join(self._text)[request.start:request.end].translate(_BLANKED)
-            tokens = [(m.group(), request.start + m.end()) for m in re.finditer(r"\S+", text)]
-            timed: list[tuple[int, float]] = []
-            at = 0
-            for word, _start, end in words:
-                # the service's words are the request's whitespace tokens, verbatim
-                j = next((k for k in range(at, len(tokens)) if tokens[k][0] == word), None)
-                if j is None:
-                    continue
-                at = j + 1
-                timed.append((tokens[j][1], request.offset_ms + end - audio_start_ms))
-            request.words = timed
-            self._cond.notify_all()
+            if request.held is None:
+                if request.offset_ms is not None:
+                    request.words = [(end, request.offset_ms + end_ms - audio_start_ms)
+                                     for _, end, _, end_ms in self._timed(request, words)]
+                    self._cond.notify_all()
+                return
+            clip = self._cut_in(request, audio_start_ms, words)
+        self._after_cut(clip)
 
-    def on_error(self, message: str) -> None:
+    def _timed(self, request: _Request, words: list[tuple[str, int, int]]
+               ) -> list[tuple[int, int, int, int]]:
+        """The service's words of ``request`` found in the answer: (where the word starts
+        and ends in the answer's characters, and in ms on the session's timeline)."""
+        text = "".join(self._text)[request.start:request.end].translate(_BLANKED)
+        tokens = [(m.group(), request.start + m.start(), request.start + m.end())
+                  for m in re.finditer(r"\S+", text)]
+        timed: list[tuple[int, int, int, int]] = []
+        at = 0
+        for word, start_ms, end_ms in words:
+            # the service's words are the request's whitespace tokens, verbatim
+            j = next((k for k in range(at, len(tokens)) if tokens[k][0] == word), None)
+            if j is None:
+                continue
+            at = j + 1
+            timed.append((tokens[j][1], tokens[j][2], start_ms, end_ms))
+        return timed
+
+    def on_error(self, message: str, retryable: bool = False) -> None:
         with self._cond:
             if self._stopped or self._synthesised_all():
                 return
-            self._fail(len(self._sent), message)
+            if retryable:
+                self._lost(message)  # failed, past MAX_RESUMES drops
+            else:
+                self._fail(len(self._sent), message)
             count = self._claim_all_sent()
         self._tell_all_sent(count)
+
+    # -- a dropped session: a new one says what was not yet heard ---------------------------
+
+    def _lost(self, message: str) -> None:
+        """The session dropped mid-answer (the lock is held): open a new one off the
+        reader's thread, and say on it what was not yet received."""
+        if self._resuming or self._stopped:
+            return
+        if self._reconnects >= MAX_RESUMES:
+            self._fail(len(self._sent), f"{message} (the session dropped "
+                                        f"{self._reconnects + 1} times during this answer)")
+            return
+        self._resuming = True
+        threading.Thread(target=self._resume, args=(message,), name="voicenb-talkback-resume",
+                         daemon=True).start()
+
+    def _resume(self, message: str) -> None:
+        error = message
+        for attempt in range(RESUME_TRIES):
+            time.sleep(min(RESUME_BACKOFF_S * 2 ** attempt, 2.0))
+            with self._cond:
+                if self._stopped:
+                    break
+            try:
+                self._session.open()  # a new session: the old one is lost
+                with self._cond:
+                    if self._stopped:
+                        break
+                    self._reconnects += 1
+                    self._replay()
+                    self._resuming = False
+                    self._take(final=self._finished)  # what came in meanwhile
+                    self._cond.notify_all()
+                log.info("voicenb: the speech session dropped (%s); carried on on a new one",
+                         message)
+                return
+            except VoicenbError as exc:
+                error = str(exc)
+                if type(exc) is not ServiceError:  # a refusal: trying again will not help
+                    break
+        with self._cond:
+            self._resuming = False
+            if not self._stopped:
+                self._fail(len(self._sent), error)
+            self._cond.notify_all()
+            count = self._claim_all_sent()
+        self._tell_all_sent(count)
+
+    def _replay(self) -> None:
+        """On the new session, say again each request whose FlushDone had not come, and the
+        text not yet flushed (the lock is held). A request whose audio had begun is said
+        whole, its audio held until its word timings say where to cut it; one said again
+        already and still held keeps its cut."""
+        old, self._by_id, self._later = self._requests, {}, []
+        self._requests = [r for r in old if r.done]
+        self._cutting = None
+        text = "".join(self._text)
+        for request in (r for r in old if not r.done):
+            if request.held is not None:
+                heard, skip = request.heard, request.skip_ms
+            elif request.audio_bytes:  # what was received of it stands
+                heard, skip = request, request.audio_ms
+                request.done = True
+                self._requests.append(request)
+            else:
+                heard, skip = None, 0.0
+            self._session.generate(text[request.start:request.end].translate(_BLANKED))
+            again = _Request(self._session.flush(), request.start, request.end, heard=heard,
+                             skip_ms=skip, held=bytearray() if heard is not None else None)
+            self._requests.append(again)
+            self._by_id[again.flush_id] = again
+            if heard is not None and self._cutting is None:
+                self._cutting = again
+        if self._sent_upto > self._request_start:  # the request being written
+            self._session.generate(
+                text[self._request_start:self._sent_upto].translate(_BLANKED))
+
+    def _cut_late(self, request: _Request) -> None:
+        """The word timings of a request said again did not come: cut it by time."""
+        with self._cond:
+            if request.held is None or request is not self._cutting:
+                return
+            clip = self._cut_in(request, None, [])
+        self._after_cut(clip)
+
+    def _cut_in(self, request: _Request, audio_start_ms: int | None,
+                words: list[tuple[str, int, int]]) -> tuple[bytes, float] | None:
+        """A request said again, its audio all in: cut it where the first word not yet
+        received starts (a word received in part is said again whole) and take the rest
+        into the answer's audio (the lock is held). Without word timings, cut it where the
+        audio received before the drop ended."""
+        assert request.held is not None
+        heard, held = request.heard, bytes(request.held)
+        request.held, self._cutting = None, None
+        cut_ms, rest = request.skip_ms, []
+        if audio_start_ms is not None:
+            timed = self._timed(request, words)
+            rest = [t for t in timed if t[3] - audio_start_ms > request.skip_ms + 1e-6]
+            cut_ms = rest[0][2] - audio_start_ms if rest else len(held) / _PCM_BYTES_PER_MS
+            if heard is not None and heard.offset_ms is not None:
+                heard.words = [(end, heard.offset_ms + end_ms - audio_start_ms)
+                               for _, end, _, end_ms in timed[:len(timed) - len(rest)]]
+                if rest:
+                    heard.end = request.start = rest[0][0]
+        cut = min(len(held), max(0, int(cut_ms * _PCM_BYTES_PER_MS)) // 2 * 2)
+        request.done = True
+        if self._stopped:  # spoken over meanwhile: none of it is played
+            self._cond.notify_all()
+            return None
+        clip = self._audio_in(request, held[cut:]) if len(held) > cut else None
+        if request.offset_ms is None:
+            request.offset_ms = self._audio_ms
+        if audio_start_ms is not None:
+            request.words = [(end, request.offset_ms + end_ms - audio_start_ms - cut_ms)
+                             for _, end, _, end_ms in rest]
+        if self._pcm and not self._stopped:
+            clip = self._take_clip()  # all of it: its FlushDone came
+        self._cond.notify_all()
+        return clip
+
+    def _after_cut(self, clip: tuple[bytes, float] | None) -> None:
+        if clip is not None:
+            self._deliver_clip(*clip)
+        with self._cond:
+            count = self._claim_all_sent()
+        self._tell_all_sent(count)
+        self._drain()  # the events that waited for the cut
 
     def _take_clip(self) -> tuple[bytes, float]:
         """The audio gathered for the page, and where it starts (the lock is held)."""

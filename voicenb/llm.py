@@ -7,6 +7,7 @@ are shown as they arrive: printed in a terminal, updated in place in a notebook.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +16,9 @@ from typing import Any
 
 from . import _chat_models, _openai
 from ._config import Settings, resolve
-from ._errors import ConfigError, ServiceError
+from ._errors import ConfigError, ServiceError, VoicenbError
+
+log = logging.getLogger("voicenb")
 
 #: Earlier turns kept as context, by default: this many question/answer pairs...
 DEFAULT_MAX_HISTORY = 20
@@ -23,6 +26,17 @@ DEFAULT_MAX_HISTORY = 20
 DEFAULT_HISTORY_TOKENS = 8000
 #: the error code OpenAI (and compatible servers) send for a conversation over the context
 CONTEXT_TOO_LONG = "context_length_exceeded"
+#: what a model is told when its answer's stream broke and it is asked, once, for the rest
+#: (after the part received, sent back as its own message): OpenAI's chat API continues no
+#: assistant message, so the model is asked in words
+CONTINUE_PROMPT = ("Your previous reply was cut off by a network failure after the text "
+                   "above. Continue it from exactly where it stopped: do not repeat anything "
+                   "already written and do not start again; reply with the rest only.")
+#: a continuation that starts by repeating at least this much of the end of what was said,
+#: from a word's start, has that repeat left out
+MIN_REPEAT_CHARS = 8
+#: characters of what was said quoted in the error when the answer broke twice
+SAID_IN_ERROR = 500
 
 
 @dataclass
@@ -36,6 +50,10 @@ class Answer:
     llm_s: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    #: streams that broke mid-answer and were asked again for the rest (0 or 1); the token
+    #: counts then add both requests (a broken stream's own, which it never reports, are
+    #: estimated from its text)
+    retries: int = 0
 
     def to_row(self) -> dict[str, Any]:
         """The history columns this answer fills."""
@@ -130,6 +148,12 @@ class Chat:
         If the model says the conversation is longer than its context, the older half of
         the memory is dropped and the question asked again, down to no memory at all; a
         prompt too long on its own raises :class:`ServiceError` saying so.
+
+        A stream that breaks once the answer has begun (the connection dropped, a garbled
+        chunk, an end before the model finished) is asked again once: with what was received
+        sent back as the model's own message and :data:`CONTINUE_PROMPT`, so only the rest
+        comes, and ``on_token`` and the display never get a piece twice. A second break
+        raises :class:`ServiceError` quoting what was said (also in its ``said``).
         """
         if not isinstance(prompt, str) or not prompt.strip():
             raise ConfigError("The prompt is empty: there is nothing to ask.")
@@ -174,60 +198,181 @@ class Chat:
         if _chat_models.known(self.model):  # OpenAI's own: what it refuses is refused here,
             # before anything is paid (another server's models are its business)
             params = self._openai_params(params)
-        display = _live_display() if stream else None
-        pieces: list[str] = []
-        usage = None
-        ttft = None
-        finished = False  # a finish_reason arrived: the model, not the connection, ended it
+        said = _Said(on_token, _live_display() if stream else None)
         t0 = time.monotonic()
+        try:
+            first = self._stream(messages, params, said, t0)
+            if first.cut is None:
+                return self._answer(said, t0, first)
+            # the stream broke after the answer began: ask once more, for the rest only
+            log.info("voicenb: the answer stream broke (%s); asking once more", first.cut)
+            again = messages
+            if said.text:
+                again = [*messages, {"role": "assistant", "content": said.text},
+                         {"role": "user", "content": CONTINUE_PROMPT}]
+                said.resume()
+            try:
+                second = self._stream(again, params, said, t0)
+            except VoicenbError as exc:
+                raise self._cut_twice(said.text, exc) from None
+            said.end()
+            if second.cut is not None:
+                raise self._cut_twice(said.text, second.cut)
+            return self._answer(said, t0, first, second, first_messages=messages)
+        finally:
+            said.close()
+
+    def _stream(self, messages: list[dict[str, str]], params: dict[str, Any], said: _Said,
+                t0: float) -> _Streamed:
+        """One streamed request; its pieces go to ``said``. A refusal raises (the SDK has
+        retried what waiting fixes); a stream that breaks once it has begun is returned
+        with ``cut`` set, for the caller to ask once more."""
+        out = _Streamed()
         try:
             response = self._client.chat.completions.create(
                 model=self.model, messages=messages, stream=True,
                 stream_options={"include_usage": True}, **params)
-            with response:
-                for chunk in response:
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    for choice in chunk.choices or ():
-                        finished = finished or bool(getattr(choice, "finish_reason", None))
-                        text = choice.delta.content if choice.delta else None
-                        if text:
-                            if ttft is None:
-                                ttft = time.monotonic() - t0
-                            pieces.append(text)
-                            if on_token is not None:
-                                on_token(text)
-                            if display is not None:
-                                display.update("".join(pieces))
         except Exception as exc:
             if not _openai.is_transport_error(exc):
                 raise
-            error = _openai.convert(exc, model=self.model, base_url=self.settings.openai_base_url,
-                                    what="chat completion")
-            if pieces and type(error) is ServiceError:
-                error = ServiceError(
-                    f"The answer from {self.model!r} was cut off after {len(pieces)} pieces "
-                    f"({error.message}). Ask again.", service=error.service,
-                    status_code=error.status_code, detail=error.detail)
-            raise error from None
-        finally:
-            if display is not None:
-                display.close()
-        if not finished:  # the body ended early, or was not a stream of chunks at all
-            where = self.settings.openai_base_url
+            raise self._convert(exc) from None
+        try:
+            with response:
+                for chunk in response:
+                    out.chunks += 1
+                    if chunk.usage is not None:
+                        out.usage = chunk.usage
+                    for choice in chunk.choices or ():
+                        out.finished = out.finished or bool(getattr(choice, "finish_reason",
+                                                                    None))
+                        text = choice.delta.content if choice.delta else None
+                        if text:
+                            out.chars += len(text)
+                            said.add(text, t0)
+        except Exception as exc:
+            if not _openai.is_transport_error(exc):
+                raise
+            cause = exc.__cause__ or exc  # the SDK wraps the HTTP library's error
+            out.cut = ServiceError(
+                f"the stream from {self.settings.openai_base_url} broke off "
+                f"({type(cause).__name__}: {str(cause)[:200]})", service=_openai.SERVICE)
+            return out
+        where = self.settings.openai_base_url
+        if not out.chunks:  # a 200 whose body is not a stream of chunks: not a network fault
             raise ServiceError(
-                f"The answer from {self.model!r} was cut off after {len(pieces)} pieces (the "
-                f"stream from {where} ended before the model finished). Ask again."
-                if pieces else
                 f"{_openai.SERVICE} at {where} sent no answer from {self.model!r}: the reply "
                 "was not a stream of chat completion chunks. Ask again; if it keeps happening, "
                 "check OPENAI_BASE_URL points at an OpenAI-compatible server.",
                 service=_openai.SERVICE)
-        llm_s = time.monotonic() - t0
-        return Answer(
-            text="".join(pieces), model=self.model, ttft_s=ttft, llm_s=llm_s,
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None))
+        if not out.finished:  # the body ended before the model did
+            out.cut = ServiceError(f"the stream from {where} ended before the model finished",
+                                   service=_openai.SERVICE)
+        return out
+
+    def _convert(self, exc: BaseException) -> VoicenbError:
+        return _openai.convert(exc, model=self.model, base_url=self.settings.openai_base_url,
+                               what="chat completion")
+
+    def _cut_twice(self, text: str, error: VoicenbError) -> VoicenbError:
+        if type(error) is not ServiceError:
+            return error  # a refusal of the second request says what it says
+        shown = text if len(text) <= SAID_IN_ERROR else text[:SAID_IN_ERROR] + "…"
+        cut = ServiceError(
+            f"The answer from {self.model!r} was cut off, and again when voicenb asked it once "
+            f"to continue ({error.message}). " + (
+                f"What it had said before the cut ({len(text)} characters): “{shown}”. "
+                if text else "") + "Ask again.",
+            service=error.service, status_code=error.status_code, detail=error.detail)
+        cut.said = text  # type: ignore[attr-defined]  # for whoever records the turn
+        return cut
+
+    def _answer(self, said: _Said, t0: float, first: _Streamed,
+                second: _Streamed | None = None, *,
+                first_messages: list[dict[str, str]] | None = None) -> Answer:
+        prompt = getattr(first.usage, "prompt_tokens", None)
+        completion = getattr(first.usage, "completion_tokens", None)
+        if second is not None:
+            if first.usage is None and first_messages is not None:
+                # a cut stream never reports its usage, though its tokens were billed
+                prompt = sum(estimate_tokens(str(m.get("content") or ""))
+                             for m in first_messages)
+                completion = estimate_tokens(said.text[:first.chars]) if first.chars else 0
+            more_prompt = getattr(second.usage, "prompt_tokens", None)
+            more_completion = getattr(second.usage, "completion_tokens", None)
+            prompt = None if more_prompt is None else prompt + more_prompt
+            completion = None if more_completion is None else completion + more_completion
+        return Answer(text=said.text, model=self.model, ttft_s=said.ttft,
+                      llm_s=time.monotonic() - t0, prompt_tokens=prompt,
+                      completion_tokens=completion, retries=int(second is not None))
+
+
+@dataclass
+class _Streamed:
+    """What one streamed request gave."""
+
+    usage: Any = None
+    finished: bool = False  # a finish_reason arrived: the model, not the connection, ended it
+    chunks: int = 0  # received
+    chars: int = 0  # of content received
+    cut: VoicenbError | None = None  # it broke after it began
+
+
+class _Said:
+    """The answer as shown and spoken: each piece once, across a retry. After
+    :meth:`resume`, the start of the continuation is held while it could still be the model
+    repeating the end of what was said, and that repeat is left out."""
+
+    def __init__(self, on_token: Callable[[str], None] | None,
+                 display: _Terminal | _Notebook | None) -> None:
+        self.on_token, self.display = on_token, display
+        self.pieces: list[str] = []
+        self.ttft: float | None = None
+        self._said: str | None = None  # while a continuation's start is checked against it
+        self._held = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def add(self, text: str, t0: float) -> None:
+        if self.ttft is None:
+            self.ttft = time.monotonic() - t0
+        if self._said is not None:
+            self._held += text
+            if self._held in self._said:
+                return  # it may yet run on into a repeat of the end of what was said
+            text, self._held, self._said = _unrepeated(self._said, self._held), "", None
+            if not text:
+                return
+        self.pieces.append(text)
+        if self.on_token is not None:
+            self.on_token(text)
+        if self.display is not None:
+            self.display.update(self.text)
+
+    def resume(self) -> None:
+        self._said, self._held = self.text, ""
+
+    def end(self) -> None:
+        """The continuation ended: what is held is said (unless it only repeated)."""
+        said, held, self._said, self._held = self._said, self._held, None, ""
+        if said is not None and held and (rest := _unrepeated(said, held)):
+            self.add(rest, 0.0)
+
+    def close(self) -> None:
+        if self.display is not None:
+            self.display.close()
+
+
+def _unrepeated(said: str, more: str) -> str:
+    """``more`` (a continuation) without the longest start of it that repeats the end of
+    ``said`` from a word's start on (at least :data:`MIN_REPEAT_CHARS` long)."""
+    for k in range(min(len(said), len(more)), MIN_REPEAT_CHARS - 1, -1):
+        start = len(said) - k
+        if said.endswith(more[:k]) and (start == 0 or said[start - 1].isspace()):
+            rest = more[k:]
+            return rest.lstrip() if said[-1:].isspace() else rest
+    return more
 
 
 def ask(

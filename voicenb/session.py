@@ -219,16 +219,19 @@ class Session:
     def record_speech(self, turn: int, *, spoken_chars: int, interrupted: bool = False,
                       tts_model: str | None = None, tts_ttfb_s: float | None = None,
                       first_audio_s: float | None = None, tts_backend: str | None = None,
-                      tts_voice: str | None = None, words_heard: int | None = None) -> Turn:
+                      tts_voice: str | None = None, words_heard: int | None = None,
+                      reconnects: int = 0) -> Turn:
         """Record how turn ``turn``'s answer was read aloud (the live widget does this):
         the characters heard, what spoke them (backend, model, voice), the first audio's
         time to first byte, the end of speech -> first audio time and, with word timings,
         the words heard. ``interrupted``: the person spoke over it, so the turn becomes
-        ``barged_in`` and the conversation remembers only what was heard."""
+        ``barged_in`` and the conversation remembers only what was heard. ``reconnects``:
+        speech streams that dropped and were taken up again (added to the turn's count)."""
         self._turns.spoken(turn, spoken_chars=spoken_chars, interrupted=interrupted,
                            tts_model=tts_model, tts_ttfb_s=tts_ttfb_s,
                            first_audio_s=first_audio_s, tts_backend=tts_backend,
-                           tts_voice=tts_voice, words_heard=words_heard)
+                           tts_voice=tts_voice, words_heard=words_heard,
+                           reconnects=reconnects)
         return self.turn(turn)
 
     def ask_many(self, items: Iterable[AudioLike], *, concurrency: int = 32,

@@ -102,7 +102,15 @@ def count_tokens(text: str) -> int:
 
 
 def answer_for(messages: list[dict[str, Any]]) -> str:
-    """The deterministic simulated reply to the last user message."""
+    """The deterministic simulated reply to the last user message. Asked to continue a
+    reply that was cut off (the part given, as its own message, then a user message that
+    says "continue"), it gives the rest of that reply only, as a model asked so would."""
+    if len(messages) >= 3 and messages[-2].get("role") == "assistant" and \
+            "continue" in str(messages[-1].get("content") or "").lower():
+        given = messages[-2].get("content")
+        whole = answer_for(messages[:-2])
+        if isinstance(given, str) and given and whole.startswith(given) and whole != given:
+            return whole[len(given):]
     last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     content = last.get("content") or ""
     if isinstance(content, list):  # content parts

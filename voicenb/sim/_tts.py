@@ -53,6 +53,11 @@ What the SDK (assemblyai 1.8.2, ``tts/v1``) and AssemblyAI's TTS docs say, and t
   frame, close 3006; a message over 1 MiB: close 1009, no ``Error`` frame. No frame either
   way for ``inactivity_timeout`` seconds: ``Error`` ``inactivity_timeout``, close 3006 (the
   code as pipecat's AssemblyAI service reads it); an hour's session: close 3008.
+- Faults on demand: ``sim.tts.faults`` (:class:`~voicenb.sim._sockets.SocketFaults`) drops,
+  closes (1011...) or stalls a session after N seconds or N frames, where a session's frames
+  are the client's messages and the ``Audio`` frames it sends (so ``after_frames`` can
+  strike mid-answer); ``sim.inject("cut", "/v1/speech", after=N)`` cuts a streamed body
+  after N chunks.
 
 Assumptions, where nothing was found to say: the time to first audio (:data:`TTFB_S`) and the
 generation speed (:data:`SPEED`); a wrong key is ``401 unauthorized`` (close 1008 on a
@@ -86,7 +91,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ._server import App, Request, Response
-from ._sockets import SocketServer
+from ._sockets import SocketFaults, SocketServer
 
 log = logging.getLogger("voicenb.sim")
 #: websockets logs each handshake (with its Authorization header) at DEBUG: not here
@@ -618,8 +623,8 @@ class TTSService:
     """The simulated text-to-speech API: HTTP routes on ``app``, sessions on a websockets
     server the app's port hands upgrades to. ``ttfb`` and ``speed`` pace the audio;
     ``stats`` counts requests, event_requests, refused, sessions, flushes, cancels,
-    terminated, closed_with_error and characters_billed; :meth:`drop_sessions` acts out a
-    restart of the service."""
+    terminated, closed_with_error, faults (acted out) and characters_billed;
+    :meth:`drop_sessions` acts out a restart of the service."""
 
     def __init__(self, app: App, *, key: str, ttfb: float = TTFB_S,
                  speed: float | None = SPEED, workers: int = 4) -> None:
@@ -648,6 +653,13 @@ class TTSService:
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.stats[name] += n
+
+    @property
+    def faults(self) -> SocketFaults:
+        """The sessions' failures on demand (see :mod:`voicenb.sim._sockets`); a session
+        counts as frames the client's messages and the ``Audio`` frames it sends, so
+        ``faults.plan("drop", after_frames=40)`` cuts a session mid-answer."""
+        return self._ws.faults
 
     def speak(self, tokens: list[str], options: SpeechOptions, *, lead: bool) -> Spoken:
         """Speech for ``tokens`` (CPU work: call it from a thread, never an event loop)."""
@@ -981,6 +993,10 @@ class _Request:
         return rest.split() or None
 
 
+class _Struck(Exception):
+    """A planned fault ended the session while its audio was being sent."""
+
+
 class _Session:
     def __init__(self, service: TTSService, ws: Any, config: _SessionConfig) -> None:
         self.service, self.ws, self.config = service, ws, config
@@ -1000,6 +1016,9 @@ class _Session:
         self.speaker: asyncio.Task[None] | None = None
         #: the FlushDone (and WordBoundaries) being sent, which a Cancel lets finish
         self.concluding: asyncio.Future[None] | None = None
+        #: the failures planned for it (``sim.tts.faults``): its frames are the client's
+        #: messages and the Audio frames sent, so a fault can strike mid-answer
+        self.faults = service.faults.session()
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(frame))
@@ -1018,13 +1037,21 @@ class _Session:
         try:
             async for message in self.ws:
                 self.last_frame = time.monotonic()
-                if not await self._handle(message):
+                if await self._struck() or not await self._handle(message):
                     return
         except ConnectionClosed:  # the client left, or sent more than 1 MiB (1009)
             pass
         finally:
             watchdog.cancel()
             self.speaker.cancel()
+
+    async def _struck(self) -> bool:
+        """Count a frame and act out a fault due now; True when it ended the session."""
+        fault = self.faults.due()
+        if fault is None:
+            return False
+        self.service.count("faults")
+        return await self.faults.act(self.ws, fault)
 
     async def _handle(self, message: str | bytes) -> bool:
         """Act on one client frame; False when the session is over."""
@@ -1143,8 +1170,8 @@ class _Session:
                     self.service.synth, lambda: self.service.speak(tokens, self.options,
                                                                    lead=lead))
                 await self._play(head, spoken, ready)
-        except ConnectionClosed:  # the client left: the reader ends the session
-            pass
+        except (ConnectionClosed, _Struck):  # the client left, or a fault cut the socket:
+            pass                             # the reader ends the session
 
     async def _play(self, head: _Request, spoken: Spoken, ready: float) -> None:
         if head.audio_start is None:
@@ -1158,6 +1185,8 @@ class _Session:
                 await asyncio.sleep(wait)
             # a request still being written takes the id its Flush will give it
             flush_id = head.flush_id if head.flush_id is not None else self.next_id
+            if await self._struck():  # mid-answer, as the service's audio streams
+                raise _Struck
             await self._send({"type": "Audio", "flush_id": flush_id, "audio": base64.b64encode(
                 g711(piece, self.options.encoding)).decode()})
             self.samples += n

@@ -215,21 +215,29 @@ def synthesize(text: str, cfg: Settings, voice: str | None = None,
 def stream_wav(text: str, cfg: Settings, voice: str | None = None,
                language: str | None = None) -> tuple[bytes, float]:
     """Say ``text`` (one sentence) as a streamed HTTP request: (WAV bytes, seconds to its
-    first audio byte)."""
+    first audio byte). A refusal the service marks retryable, or a body cut mid-way, is
+    asked for again (:data:`RETRIES`); nothing is returned until all of it is in."""
     aai = _sdk()
     config = _config(voice, language)
     client = aai.Client(settings=_settings(cfg))
     started = time.monotonic()
     chunks: list[bytes] = []
     ttfb: float | None = None
+
+    def said(piece: str) -> list[bytes]:
+        nonlocal ttfb
+        got: list[bytes] = []  # a body cut mid-way is asked for again, whole
+        with tts.stream(piece) as speech:
+            for chunk in speech:
+                if chunk and ttfb is None:
+                    ttfb = time.monotonic() - started
+                got.append(chunk)
+        return got
+
     try:
         tts = aai.TextToSpeech(client=client, config=config)
         for piece in pieces(text):
-            with tts.stream(piece) as speech:
-                for chunk in speech:
-                    if chunk and ttfb is None:
-                        ttfb = time.monotonic() - started
-                    chunks.append(chunk)
+            chunks += _retrying(lambda piece=piece: said(piece))
     except aai.TTSError as exc:
         raise convert(exc) from None
     except Exception as exc:
@@ -257,8 +265,10 @@ class Voice:
 
     Events go to the one listener attached (the answer being read): an object with
     ``on_audio(flush_id, pcm)``, ``on_flush_done(flush_id, ms)``,
-    ``on_words(flush_id, audio_start_ms, words)`` and ``on_error(message)``, called on the
-    SDK's reader thread. Sending never blocks on synthesis.
+    ``on_words(flush_id, audio_start_ms, words)`` and ``on_error(message, retryable)``,
+    called on the SDK's reader thread (never for a session already replaced). Sending never
+    blocks on synthesis. After a retryable error :meth:`open` connects a new session, whose
+    flush ids start again from 0: the listener says again what was not yet spoken.
     """
 
     def __init__(self, cfg: Settings, voice: str | None = None,
@@ -308,7 +318,7 @@ class Voice:
         client.http_client.close()  # the session copied its settings; it sends no HTTP
         for event, handler in (("Audio", self._audio), ("FlushDone", self._done),
                                ("WordBoundaries", self._words), ("Error", self._error)):
-            session.on(event, handler)
+            session.on(event, self._from(session, handler))
         try:
             session.connect()
         except aai.TTSError as exc:
@@ -416,6 +426,17 @@ class Voice:
 
     # -- events, on the SDK's reader thread -------------------------------------------------
 
+    def _from(self, session: Any, handler: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``handler`` for ``session``'s events while it is the open one: a frame of a
+        session already replaced (its flush ids start again from 0 on the next) would be
+        taken for one of the new session's."""
+
+        def handle(event: Any) -> None:
+            if self._session is session:
+                handler(event)
+
+        return handle
+
     def _to_listener(self, name: str, *args: Any) -> None:
         listener = self._listener
         if listener is not None:
@@ -435,5 +456,9 @@ class Voice:
                           [(w.word, w.start, w.end) for w in event.words])
 
     def _error(self, error: Any) -> None:
+        """The session ended on an error: ``on_error(message, retryable)``; retryable
+        (a dropped connection, close 1011, a restart, an expired session) means that a new
+        session can carry on where this one stopped."""
         self._lost = True
-        self._to_listener("on_error", str(convert(error, "session")))
+        self._to_listener("on_error", str(convert(error, "session")),
+                          bool(getattr(error, "retryable", False)))

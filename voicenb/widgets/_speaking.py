@@ -103,7 +103,7 @@ class SpeaksMixin(traitlets.HasTraits):
             turn.turn, spoken_chars=spoken.spoken_chars, interrupted=spoken.interrupted,
             tts_model=spoken.tts_model, tts_ttfb_s=spoken.tts_ttfb_s, first_audio_s=first,
             tts_backend=spoken.backend, tts_voice=spoken.voice,
-            words_heard=spoken.words_heard)
+            words_heard=spoken.words_heard, reconnects=spoken.reconnects)
 
     def _warm_voice(self) -> None:
         """Open the conversation's text-to-speech session in the background (its first
