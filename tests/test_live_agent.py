@@ -48,6 +48,12 @@ class Recorder:
     def failed(self, error) -> None:
         self._add("failed", error)
 
+    def reconnecting(self, attempt: int, error) -> None:
+        self._add("reconnecting", attempt)
+
+    def reconnected(self, downtime_s: float) -> None:
+        self._add("reconnected", downtime_s)
+
     def all(self, kind: str) -> list:
         with self.cond:
             return [v for k, v in self.events if k == kind]

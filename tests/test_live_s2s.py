@@ -154,15 +154,16 @@ def test_a_socket_dropped_mid_answer_is_an_error_turn_and_the_agent_resumes(sim,
     assert sim.agent.stats["resumes"] >= 1  # the same session, within its grace window
 
 
-def test_a_socket_dropped_mid_answer_ends_a_realtime_conversation_with_the_turn_kept(
+def test_a_socket_dropped_mid_answer_is_an_error_turn_and_a_new_realtime_session_goes_on(
         sim, tmp_path, two):
     sim.realtime.inject("drop")
     session = vnb.Session("drop", home=tmp_path / "home")
-    with pytest.raises(vnb.ServiceError):
-        talk(session, "openai-realtime", two, pace=2.0, answer_timeout=20)
+    talk(session, "openai-realtime", two, pace=2.0, answer_timeout=20)
     df = session.history
-    assert df["status"].tolist() == ["error"] and df.iloc[0]["transcript"]
+    assert df["status"].tolist() == ["error", "ok"], df[["status", "error"]]
+    assert df.iloc[0]["transcript"] and df["reconnects"].tolist() == [1, 0]
     assert df.iloc[0]["live_backend"] == "openai-realtime"
+    assert sim.realtime.stats["sessions"] == 2  # a new session, given the conversation so far
 
 
 @pytest.mark.parametrize("backend", S2S)

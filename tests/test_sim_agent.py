@@ -240,3 +240,41 @@ def test_the_agent_port_says_it_is_a_simulator(sim):
     with urllib.request.urlopen(about, timeout=5) as reply:
         assert json.loads(reply.read())["simulator"] == "voicenb"
     assert sim.env()["ASSEMBLYAI_AGENT_URL"] == sim.agent.url
+
+
+def test_a_socket_fault_closes_with_its_code_after_n_client_events(sim):
+    sim.agent.socket_faults.plan("close", code=1011, after_frames=2)
+    client = Client(sim.agent.url, sim.assemblyai.key)
+    client.wait("session.ready")
+    client.send({"type": "input.audio", "audio": base64.b64encode(bytes(CHUNK)).decode()})
+    with client.cond:
+        assert client.cond.wait_for(lambda: client.closed, 10)
+    assert client.ws.close_code == 1011
+    assert sim.agent.socket_faults.stats["close"] == 1
+
+
+def test_a_socket_fault_may_strike_while_a_reply_is_sent(sim, speech):
+    sim.agent.speed, sim.agent.ttfa = None, 3.0  # the reply's audio comes late
+    sim.agent.socket_faults.plan("drop", after_s=1.5)
+    client = Client(sim.agent.url, sim.assemblyai.key)
+    client.wait("session.ready")
+    client.audio(speech, pace=0.0)  # all of it at once, then only listening
+    client.wait("reply.started")
+    with client.cond:
+        assert client.cond.wait_for(lambda: client.closed, 10)
+    assert client.ws.close_code is None or client.ws.close_code == 1006  # no close frame
+    # every client event was read before it struck
+    assert sim.agent.stats["audio_in_s"] == pytest.approx(len(speech) / 2 / 24000)
+    assert "reply.audio" not in client.types()
+
+
+def test_reconnects_are_refused_for_a_while_after_a_fault(sim):
+    sim.agent.socket_faults.plan("drop", after_frames=1, refuse_s=30)
+    client = Client(sim.agent.url, sim.assemblyai.key)
+    with client.cond:
+        assert client.cond.wait_for(lambda: client.closed, 10)
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"{sim.agent.url}/v1/ws",
+                additional_headers={"Authorization": f"Bearer {sim.assemblyai.key}"})
+    assert info.value.response.status_code == 503
+    assert sim.agent.socket_faults.stats["refuse"] == 1

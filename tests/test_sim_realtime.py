@@ -10,7 +10,7 @@ import threading
 
 import openai
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import voicenb as vnb
 from tests import _realtime_spec as spec
@@ -270,3 +270,78 @@ def test_hearing_runs_off_the_loop(rt, sim, samples):
     assert rt.until("session.updated")["session"]["instructions"] == "Still here?"
     heard.set()
     assert rt.until("response.done")["response"]["status"] == "completed"
+
+
+def test_items_given_as_text_become_the_conversation_so_far(rt, sim, samples):
+    rt.until("session.created")
+    rt.conn.conversation.item.create(item={
+        "type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "What is the capital of France?"}]})
+    user = rt.until("conversation.item.added")
+    assert rt.until("conversation.item.done")["item"] == user["item"]
+    assert user["previous_item_id"] is None and user["item"]["status"] == "completed"
+    assert user["item"]["content"] == [{"type": "input_text",
+                                        "text": "What is the capital of France?"}]
+    rt.conn.conversation.item.create(item={
+        "type": "message", "role": "assistant",
+        "content": [{"type": "output_text", "text": "Paris."}]})
+    assistant = rt.until("conversation.item.added")
+    assert assistant["previous_item_id"] == user["item"]["id"]
+    rt.speak(pcm24k(samples[1]))
+    answer = rt.until("response.done")["response"]
+    assert "I remember 1 earlier question" in answer["output"][0]["content"][0]["transcript"]
+    assert answer["usage"]["input_token_details"]["text_tokens"] > 0  # the typed turn counts
+    assert sim.realtime.stats["items_created"] == 2
+
+
+def test_an_item_the_api_cannot_take_is_an_error_event(rt):
+    rt.until("session.created")
+    rt.conn.conversation.item.create(item={  # the spec: no assistant audio messages
+        "type": "message", "role": "assistant",
+        "content": [{"type": "output_audio", "audio": "AAAA"}]})
+    assert rt.until("error")["error"]["param"] == "item.content.type"
+    rt.conn.conversation.item.create(previous_item_id="item_nowhere", item={
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]})
+    assert rt.until("error")["error"]["param"] == "previous_item_id"
+
+
+def test_a_socket_fault_closes_with_its_code_after_n_client_events(sim):
+    sim.realtime.socket_faults.plan("close", code=1011, after_frames=3)
+    client = Client(sim)
+    client.until("session.created")
+    for _ in range(3):
+        client.conn.input_audio_buffer.append(audio=base64.b64encode(bytes(4800)).decode())
+    with pytest.raises(ConnectionClosed) as info:
+        client.until("never")
+    assert info.value.rcvd.code == 1011
+    assert sim.realtime.socket_faults.stats["close"] == 1
+
+
+def test_a_socket_fault_may_strike_while_an_answer_is_sent(sim, samples):
+    sim.realtime.speed, sim.realtime.ttfa = None, 3.0  # the answer's audio comes late
+    sim.realtime.socket_faults.plan("drop", after_s=1.5)
+    client = Client(sim)
+    client.until("session.created")
+    pcm = pcm24k(samples[0])
+    client.speak(pcm)  # all of it at once, then only listening
+    sent = len(range(0, len(pcm), 4800))
+    with pytest.raises(ConnectionClosed) as info:
+        client.until("response.done")
+    assert info.value.rcvd is None  # cut, no close frame
+    # the fault struck at a server event: every client event had been read
+    assert [e["type"] for e in sim.realtime.received].count("input_audio_buffer.append") \
+        == sent
+    assert client.of("response.created") and not client.of("response.output_audio.delta")
+
+
+def test_reconnects_are_refused_for_a_while_after_a_fault(sim):
+    sim.realtime.socket_faults.plan("drop", after_frames=1, refuse_s=30)
+    client = Client(sim)
+    client.until("session.created")
+    client.conn.input_audio_buffer.clear()
+    with pytest.raises(ConnectionClosed):
+        client.until("never")
+    with pytest.raises(InvalidStatus) as info:
+        Client(sim)
+    assert info.value.response.status_code == 503
+    assert sim.realtime.socket_faults.stats["refuse"] == 1

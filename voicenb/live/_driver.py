@@ -121,9 +121,9 @@ class Driver:
     def __init__(self, session: Session | None, backend: str, *, view: Any = None,
                  player: Any = None, voice: str | None = None, settings: Any = None,
                  system: str | None = None, record: Callable[..., int] | None = None) -> None:
-        """``record(heard=, reply=, spoken=, recorded_at=, reconnects=)`` writes a turn and returns its
-        number (default: the session's next turn); ``settings`` and ``system`` default to
-        the session's."""
+        """``record(heard=, reply=, spoken=, recorded_at=, reconnects=)`` writes a turn and
+        returns its number (default: the session's next turn); ``settings`` and ``system``
+        default to the session's."""
         self.session = session
         self.backend = backend
         self.view = view

@@ -12,18 +12,31 @@ from 16 to 24 kHz), so :meth:`AssemblyAIAgent.send` never blocks.
 The service detects speech, ends turns and stops its own answer when the person speaks over
 it (``reply.done`` with ``status: "interrupted"``); :meth:`~AssemblyAIAgent.interrupt` only
 stops passing on the rest of that answer's audio, as the docs tell a client to flush its
-playback. A dropped socket ends the answer in progress with an error, then the session is
-resumed (``session.resume``) within the service's 30 s grace; if it cannot be, the listener
-hears ``failed``. The service bills the session's hours, so each :class:`Reply` carries the
+playback. The service bills the session's hours, so each :class:`Reply` carries the
 session seconds since the previous one (``billed_s``).
+
+A dropped connection does not end the conversation: the session is resumed
+(``session.resume``, which keeps its history) within the service's 30 s grace
+(:data:`GRACE_S`), trying at once, then after waits doubling from
+:data:`~voicenb.live.base.RETRY_FIRST_S`, at most
+:data:`~voicenb.live.base.RETRY_TRIES` times; a refused key, or a session the
+service no longer has, is not tried again, and the listener hears ``failed``. The listener
+hears ``reconnecting`` before each try and ``reconnected`` after. The audio sent since the
+service last confirmed a turn (``transcript.user``) is sent again, then the audio queued
+meanwhile (each bounded), so the question in progress is heard whole, once. An answer cut by
+the drop is recorded as it was (an error, with the words that arrived) after the reconnect,
+so the turn that met the drop counts it; it is not asked for again (the resumed session
+remembers it). Not covered: a drop in the instant between the service ending a turn and the
+client hearing so; the question is then heard twice (the API does not say what a resumed
+session kept).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
-import queue
 import threading
 import time
 from typing import Any
@@ -31,7 +44,8 @@ from typing import Any
 from .._config import Settings, resolve
 from .._errors import (AuthenticationError, ConfigError, RateLimitError, ServiceError,
                        VoicenbError)
-from .base import Base, Heard, Listener, Reply, Upsampler
+from .base import INPUT_RATE, Base, Heard, Listener, Reply, Upsampler
+from .base import BACKLOG_S, FINAL_CLOSE_CODES, Outbox, SentAudio, retry_waits
 
 __all__ = ["AssemblyAIAgent", "OUTPUT_RATE", "GRACE_S", "DEFAULT_VOICE"]
 
@@ -91,9 +105,19 @@ class AssemblyAIAgent(Base):
         self.voice: str | None = (voice or cfg.live_voice or DEFAULT_VOICE).strip()
         self.system = system
         self.session_id: str | None = None
+        #: connections made after a drop
+        self.reconnects = 0
         self._ws: Any = None
-        self._outbox: queue.Queue[Any] = queue.Queue()
+        backlog = int(BACKLOG_S * INPUT_RATE) * 2
+        self._outbox = Outbox(backlog)
+        # the sender and a resume share these: the socket, what it was sent since the last
+        # confirmed turn, the resampler's state; a resume swaps them all at once
+        self._send_lock = threading.Lock()
+        self._sent = SentAudio(backlog)
         self._upsampler = Upsampler()
+        self._live = threading.Event()      # set while the socket takes audio
+        self._stop = threading.Event()      # close(): no more waiting to resume
+        self._replaying = False             # the turn under way is being sent again
         self._lock = threading.Lock()
         self._turn = _Turn()
         self._billed_from = 0.0
@@ -163,6 +187,7 @@ class AssemblyAIAgent(Base):
         ws = self._connect()
         self.session_id = self._handshake(ws, self._session_update())
         self._ws = ws
+        self._live.set()
         self._billed_from = time.monotonic()
         self._reader = threading.Thread(target=self._read, name="voicenb-agent-read",
                                         daemon=True)
@@ -175,7 +200,8 @@ class AssemblyAIAgent(Base):
         """Queue 16 kHz PCM16 mono from the microphone (never blocks)."""
         if self._closing:
             return
-        self._keep(pcm)
+        with self._lock:  # Base's buffers: the reader changes them too
+            self._keep(pcm)
         self._outbox.put(pcm)
 
     def interrupt(self, played_ms: float | None) -> None:
@@ -189,6 +215,7 @@ class AssemblyAIAgent(Base):
         if self._closing:
             return
         self._closing = True
+        self._stop.set()
         self._outbox.put(_STOP)
         if self._sender is not None:
             self._sender.join(5)
@@ -207,30 +234,25 @@ class AssemblyAIAgent(Base):
     # -- sending -----------------------------------------------------------------------------
 
     def _send_loop(self) -> None:
+        """Send what is queued (what queued up meanwhile goes in one event). While the socket
+        is down, it waits (bounded) for the resumed one."""
         while True:
-            item = self._outbox.get()
-            if item is _STOP:
+            pcm = self._outbox.get()
+            if pcm is _STOP:
                 return
-            pcm = item
-            while True:  # what has queued up meanwhile goes in one event
-                try:
-                    more = self._outbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    self._outbox.put(_STOP)
-                    break
-                pcm += more
-            with self._lock:
+            while not self._live.wait(0.2):
+                if self._closing:
+                    return
+            with self._send_lock:
+                self._sent.add(pcm)  # before sending: if it is lost, it goes again
                 audio = self._upsampler.feed(pcm)
-                ws = self._ws
-            if not audio or ws is None:
-                continue
-            try:
-                ws.send(json.dumps({"type": "input.audio",
-                                    "audio": base64.b64encode(audio).decode()}))
-            except Exception:  # dropped: the reader resumes the session; this audio is lost
-                pass
+                if not audio:
+                    continue
+                try:
+                    self._ws.send(json.dumps({"type": "input.audio",
+                                              "audio": base64.b64encode(audio).decode()}))
+                except Exception:  # dropped: the reader resumes the session
+                    self._live.clear()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -254,24 +276,36 @@ class AssemblyAIAgent(Base):
                 return
             if self._closing or self._ended.is_set():
                 return
+            if ws.close_code in FINAL_CLOSE_CODES:  # the client is at fault: no retry
+                self._outbox.put(_STOP)
+                self.listener.failed(ServiceError(
+                    f"{SERVICE} closed the session ({ws.close_code} {ws.close_reason}). "
+                    "Start a new conversation.", service=SERVICE, code=str(ws.close_code)))
+                return
             if not self._recover():
                 return
 
     def _recover(self) -> bool:
-        """The socket dropped: end the answer in progress with an error, then resume the
-        session within the grace window. False when the conversation cannot go on."""
+        """The socket dropped: resume the session within the grace window, send again what
+        it had not confirmed, then end the answer the drop cut (see the module docstring).
+        False when the conversation cannot go on (the listener has heard ``failed``)."""
+        dropped = time.monotonic()
+        self._live.clear()
         with self._lock:
             turn, self._turn = self._turn, _Turn()
-        if turn.reply_id is not None:
-            self._reply(turn, error=ServiceError(
-                f"The connection to {SERVICE} dropped in the middle of the answer; the "
-                "conversation resumes where it was.", service=SERVICE))
-        if self._speech is not None:
-            self._speech_ended()
-        deadline = time.monotonic() + GRACE_S
-        error: VoicenbError | None = None
-        wait = 0.2
-        while time.monotonic() < deadline and not self._closing:
+            if self._said:  # a turn that ended but was not heard: it is heard again, whole
+                self._speech, self._said = bytearray(self._said) + (self._speech or b""), b""
+            self._replaying = self._speech is not None
+        cut = turn if turn.reply_id is not None else None
+        error: VoicenbError = ServiceError(f"The connection to {SERVICE} dropped.",
+                                           service=SERVICE)
+        deadline = dropped + GRACE_S
+        for attempt, wait in enumerate(retry_waits(), 1):
+            if isinstance(error, RateLimitError) and error.retry_after:
+                wait = max(wait, error.retry_after)
+            if time.monotonic() + wait >= deadline or self._stop.wait(wait):
+                break
+            self.listener.reconnecting(attempt, error)
             try:
                 ws = self._connect()
                 self._handshake(ws, {"type": "session.resume", "session_id": self.session_id})
@@ -282,37 +316,84 @@ class AssemblyAIAgent(Base):
                 error = exc
                 if exc.code in ("session_not_found", "session_forbidden"):
                     break
-                time.sleep(wait)
-                wait = min(wait * 2, 4.0)
                 continue
-            with self._lock:
-                self._upsampler = Upsampler()  # a new socket: its audio starts afresh
-                self._ws = ws
+            try:
+                self._resume(ws)
+            except Exception as exc:  # noqa: BLE001 - the new socket broke too
+                with contextlib.suppress(Exception):
+                    ws.close()
+                error = ServiceError(f"The resumed connection to {SERVICE} broke ({exc}).",
+                                     service=SERVICE)
+                continue
+            self.reconnects += 1
+            self.listener.reconnected(round(time.monotonic() - dropped, 3))
+            if cut is not None:
+                self._reply(cut, error=ServiceError(
+                    f"The connection to {SERVICE} dropped in the middle of the answer; the "
+                    "conversation resumes where it was.", service=SERVICE))
             return True
-        if not self._closing:
-            self.listener.failed(error or ServiceError(
-                f"The connection to {SERVICE} dropped and the session could not be resumed "
-                f"within {GRACE_S:.0f} s. Start a new conversation.", service=SERVICE))
+        self._give_up(cut, error)
         return False
+
+    def _give_up(self, cut: _Turn | None, error: VoicenbError) -> None:
+        if cut is not None:
+            self._reply(cut, error=ServiceError(
+                f"The connection to {SERVICE} dropped in the middle of the answer.",
+                service=SERVICE))
+        self._outbox.put(_STOP)
+        if self._closing:
+            return
+        if isinstance(error, (AuthenticationError, ConfigError)) or \
+                getattr(error, "code", None) in ("session_not_found", "session_forbidden"):
+            self.listener.failed(error)
+            return
+        self.listener.failed(ServiceError(
+            f"The connection to {SERVICE} dropped and the session could not be resumed "
+            f"within {GRACE_S:.0f} s (the last try: {error}). Start a new conversation.",
+            service=SERVICE))
+
+    def _resume(self, ws: Any) -> None:
+        """Send the resumed socket what the old one had not confirmed, then make it the
+        socket (the sender carries on with what queued meanwhile)."""
+        with self._send_lock:
+            replay = self._sent.restart()
+            self._upsampler = Upsampler()  # a new socket: its audio starts afresh
+            for at in range(0, len(replay), INPUT_RATE * 2):
+                audio = self._upsampler.feed(replay[at:at + INPUT_RATE * 2])
+                if audio:
+                    ws.send(json.dumps({"type": "input.audio",
+                                        "audio": base64.b64encode(audio).decode()}))
+            old, self._ws = self._ws, ws
+            self._live.set()
+        with contextlib.suppress(Exception):
+            old.close()
 
     def _event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         now = time.monotonic()
         turn = self._turn
         if kind == "input.speech.started":
-            self._speech_began()
+            if self._replaying:  # the turn the listener heard begin, sent again
+                self._replaying = False
+                return
+            with self._lock:
+                self._speech_began()
             self.listener.speech_started()
         elif kind == "transcript.user.delta":
             self.listener.partial(str(event.get("text", "")))
         elif kind == "input.speech.stopped":
-            self._speech_ended()
             with self._lock:
+                self._speech_ended()
                 self._turn = turn = _Turn()
             turn.stopped = now
         elif kind == "transcript.user":
+            with self._send_lock:  # the service has the turn: its audio is not sent again
+                self._sent.confirm()
             turn.heard = now
+            with self._lock:
+                said = self._take_said()
             self.listener.heard(Heard(
-                text=str(event.get("text", "")), audio=self._take_said(),
+                text=str(event.get("text", "")), audio=said,
                 ended_at=turn.stopped or now, stt_s=turn.since(now),
                 id=f"{self.session_id}:{event.get('item_id')}", speech_model=MODEL))
         elif kind == "reply.started":
@@ -326,16 +407,7 @@ class AssemblyAIAgent(Base):
             if not turn.muted:
                 self.listener.answer_audio(pcm)
         elif kind in ("transcript.agent.delta", "transcript.agent"):
-            text = str(event.get("delta" if kind.endswith("delta") else "text", ""))
-            if kind == "transcript.agent" and turn.text and not event.get("interrupted"):
-                text = ""  # the deltas told it already
-            if turn.first_text is None:
-                turn.first_text = now
-            if kind == "transcript.agent" and event.get("interrupted"):
-                turn.text = text  # only what was spoken
-            elif text:
-                turn.text += text
-                self.listener.answer_text(text)
+            self._agent_text(kind, event, turn, now)
         elif kind == "reply.done":
             self._reply(turn, interrupted=event.get("status") == "interrupted", done=now)
             with self._lock:
@@ -352,6 +424,18 @@ class AssemblyAIAgent(Base):
                 log.warning("%s", error)
         elif kind == "session.ended":
             self._ended.set()
+
+    def _agent_text(self, kind: str, event: dict[str, Any], turn: _Turn, now: float) -> None:
+        text = str(event.get("delta" if kind.endswith("delta") else "text", ""))
+        if kind == "transcript.agent" and turn.text and not event.get("interrupted"):
+            text = ""  # the deltas told it already
+        if turn.first_text is None:
+            turn.first_text = now
+        if kind == "transcript.agent" and event.get("interrupted"):
+            turn.text = text  # only what was spoken
+        elif text:
+            turn.text += text
+            self.listener.answer_text(text)
 
     def _reply(self, turn: _Turn, *, interrupted: bool = False, done: float | None = None,
                error: VoicenbError | None = None) -> None:

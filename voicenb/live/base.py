@@ -34,10 +34,15 @@ three backends compare.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from .._errors import VoicenbError
+
+log = logging.getLogger("voicenb.live")
 
 #: the live backends, in the order the README compares them
 BACKENDS = ("cascade", "openai-realtime", "assemblyai-agent")
@@ -208,3 +213,105 @@ class Base:
     def _take_said(self) -> bytes:
         said, self._said = self._said, b""
         return said
+
+
+# -- reconnecting: what the speech-to-speech backends share ----------------------------------
+
+#: reconnecting: the first wait between tries (the first try is at once), doubling to the
+#: most, and how many tries before the conversation fails
+RETRY_FIRST_S, RETRY_MAX_S, RETRY_TRIES = 0.2, 4.0, 8
+#: seconds of microphone audio kept to send again after a drop, and queued while
+#: reconnecting (each; beyond it the oldest goes)
+BACKLOG_S = 60.0
+#: close codes that say the client is at fault (a refused key, a malformed event): not
+#: retried. Every other close (1006 without a frame, 1011, 1012, 1001...) is.
+FINAL_CLOSE_CODES = (1002, 1003, 1007, 1008, 1009, 1010)
+REPLAY_CHUNK = INPUT_RATE * 2  # a second of audio an event when sending again
+
+
+class Outbox:
+    """What a writer thread sends, in order: microphone audio (``bytes``) and other items.
+    ``put`` never blocks; audio waiting beyond ``max_bytes`` (a long reconnect) loses its
+    oldest, logged. ``get`` joins audio that queued up into one piece."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.dropped = 0              # bytes of audio let go
+        self._items: deque[Any] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            self._items.append(item)
+            if isinstance(item, bytes):
+                self._bytes += len(item)
+                while self._bytes > self.max_bytes:
+                    oldest = next(i for i in self._items if isinstance(i, bytes))
+                    self._items.remove(oldest)
+                    self._bytes -= len(oldest)
+                    if not self.dropped:
+                        log.warning("voicenb: the live connection is down and more than "
+                                    "%.0f s of audio waits; the oldest is let go",
+                                    self.max_bytes / 2 / INPUT_RATE)
+                    self.dropped += len(oldest)
+            self._cond.notify()
+
+    def get(self, most: int = REPLAY_CHUNK) -> Any:
+        with self._cond:
+            self._cond.wait_for(lambda: self._items)
+            item = self._items.popleft()
+            if isinstance(item, bytes):
+                self._bytes -= len(item)
+                while self._items and isinstance(self._items[0], bytes) \
+                        and len(item) + len(self._items[0]) <= most:
+                    more = self._items.popleft()
+                    self._bytes -= len(more)
+                    item += more
+            return item
+
+
+class SentAudio:
+    """The microphone audio sent on the current connection that the service has not yet
+    made a confirmed turn of, by its byte offset in that connection's stream: what a new
+    connection is sent again. Holds at most ``max_bytes`` (the newest)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.pcm = bytearray()
+        self.start = 0                # stream offset of pcm[0]
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.pcm)
+
+    def add(self, pcm: bytes) -> None:
+        self.pcm += pcm
+        excess = len(self.pcm) - self.max_bytes
+        if excess > INPUT_RATE:       # trim in steps, not at every chunk
+            self.confirm(self.start + excess)
+
+    def slice(self, start: int, end: int) -> bytes:
+        start, end = max(start, self.start), min(end, self.end)
+        return bytes(self.pcm[start - self.start:end - self.start]) if end > start else b""
+
+    def confirm(self, upto: int | None = None) -> None:
+        """The service has made turns of the audio up to stream offset ``upto`` (None: all
+        sent so far): it is not sent again."""
+        upto = self.end if upto is None else min(max(upto, self.start), self.end)
+        upto -= upto & 1
+        del self.pcm[:upto - self.start]
+        self.start = upto
+
+    def restart(self) -> bytes:
+        """What a new connection is sent first; its stream starts with it."""
+        self.start = 0
+        return bytes(self.pcm)
+
+
+def retry_waits() -> Any:
+    """The wait before each reconnect try: none before the first, then doubling."""
+    wait = 0.0
+    for _ in range(RETRY_TRIES):
+        yield wait
+        wait = min(RETRY_MAX_S, max(RETRY_FIRST_S, wait * 2))

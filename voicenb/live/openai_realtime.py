@@ -12,16 +12,35 @@ its own, so ``send`` never blocks; another thread reads the events and tells the
 Errors are :class:`VoicenbError`\\ s that say what to do: a refused key is an
 :class:`AuthenticationError`, a rate limit a :class:`RateLimitError`, an unknown model or voice
 a :class:`ConfigError`, anything else a :class:`ServiceError`. An ``error`` event during a turn
-ends that turn's :class:`Reply` with ``error`` set, and the conversation goes on; a socket that
-breaks mid-answer ends the answer's Reply with an error, then ``listener.failed``.
+ends that turn's :class:`Reply` with ``error`` set, and the conversation goes on.
+
+A dropped connection does not end the conversation. A Realtime session dies with its socket,
+so the backend opens a new one (same model, voice, instructions and turn detection) and gives
+it the conversation so far as ``conversation.item.create`` items: the person's turns as their
+transcripts (``input_text``), the answers as text (``output_text``; an answer spoken over or
+cut by the drop: only what the person heard of it, or what arrived). Then it sends again the
+audio the old session had not made a turn of (everything since the last turn it confirmed by
+a transcript or an answer, cut exactly at that turn's ``audio_end_ms``), then the audio queued
+meanwhile, and carries on: the turn in progress is heard whole, once. What this decides:
+
+- an answer cut by the drop is recorded as it was (an error, with the words that arrived and
+  the audio played) and is not asked for again: the person heard part of it and may ask again;
+- a question heard (its transcript told) whose answer had not begun is answered by the new
+  session (``response.create``), once;
+- a question the old session had not confirmed is heard again from its audio, so the
+  listener hears ``speech_started`` and ``heard`` for it once.
+
+Tries wait ``RETRY_FIRST_S``, doubling to ``RETRY_MAX_S``, at most ``RETRY_TRIES`` (all in
+:mod:`voicenb.live.base`); a refused key or model is not tried again. Audio waiting to be
+sent (while reconnecting) and audio kept to send again are each bounded by ``BACKLOG_S``.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
-import queue
 import threading
 import time
 from typing import Any
@@ -29,7 +48,8 @@ from typing import Any
 from .._config import Settings, resolve
 from .._errors import (AuthenticationError, ConfigError, RateLimitError, ServiceError,
                        ServiceTimeoutError, VoicenbError)
-from .base import INPUT_RATE, Base, Heard, Listener, Reply, Upsampler
+from .base import (BACKLOG_S, FINAL_CLOSE_CODES, INPUT_RATE, REPLAY_CHUNK, RETRY_TRIES, Base,
+                   Heard, Listener, Outbox, Reply, SentAudio, Upsampler, retry_waits)
 
 log = logging.getLogger("voicenb.live")
 
@@ -40,6 +60,9 @@ TRANSCRIBE_MODEL = "gpt-4o-transcribe"
 #: the voices the API lists (VoiceIdsShared); unset, the service's default speaks
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin",
           "cedar")
+#: the answers and questions a new session is given, at most (the newest)
+HISTORY_ITEMS = 200
+_BYTES_PER_MS = INPUT_RATE * 2 // 1000
 _STOP = object()
 
 
@@ -76,6 +99,14 @@ def error_from(error: dict[str, Any], *, model: str | None, voice: str | None
                         "Speak again; if it keeps happening, start a new conversation.", **kw)
 
 
+def heard_part(text: str, audio_ms: float, played_ms: float | None) -> str:
+    """The words of an answer the person heard: in proportion to its audio played."""
+    if played_ms is None or audio_ms <= 0 or played_ms >= audio_ms:
+        return text
+    words = text.split()
+    return " ".join(words[:round(len(words) * max(0.0, played_ms) / audio_ms)])
+
+
 class OpenAIRealtime(Base):
     """A live conversation with OpenAI's Realtime API (:class:`~voicenb.live.Conversation`).
 
@@ -96,10 +127,19 @@ class OpenAIRealtime(Base):
         self.voice: str | None = voice or self.settings.live_voice
         self.system = system
         self.session_id: str | None = None
+        #: connections made after a drop
+        self.reconnects = 0
         self._conn: Any = None
-        self._outbox: queue.Queue[Any] = queue.Queue()
-        self._lock = threading.Lock()       # Base's buffers: send() and the reader share them
+        backlog = int(BACKLOG_S * INPUT_RATE) * 2
+        self._outbox = Outbox(backlog)
+        # the writer and a reconnect share these: the connection, what it was sent, the
+        # resampler's state; a reconnect swaps them all at once
+        self._lock = threading.Lock()
+        self._sent = SentAudio(backlog)
         self._upsample = Upsampler()
+        self._generation = 0                # connections made; control events name theirs
+        self._live = threading.Event()      # set while the connection takes audio
+        self._stop = threading.Event()      # close(): no more waiting to reconnect
         self._closing = False
         self._threads: list[threading.Thread] = []
         # the turn in progress, as the events tell it (touched by the reader thread only)
@@ -109,6 +149,15 @@ class OpenAIRealtime(Base):
         self._last_item: tuple[str, float] | None = None  # (assistant item, its audio ms)
         self._awaiting = False             # a turn ended and its answer has not
         self._error: VoicenbError | None = None  # an error event during the turn
+        self._speech_from = 0              # stream offset where the service heard speech begin
+        self._unconfirmed: int | None = None  # stream offset of a turn's end not yet confirmed
+        self._turn_audio = b""             # that turn's audio, until its transcript
+        self._committed: str | None = None  # the latest user item
+        self._in_speech = False            # between speech_started and speech_stopped
+        self._replaying = False            # the turn under way is being sent again
+        # the conversation so far, to give a new session: {"role", "id", "text", ...}
+        self._history: list[dict[str, Any]] = []
+        self._played: dict[str, float] = {}  # assistant item -> ms of it the person heard
 
     def __repr__(self) -> str:
         return f"OpenAIRealtime(model={self.model!r}, voice={self.voice!r})"
@@ -117,29 +166,8 @@ class OpenAIRealtime(Base):
 
     def start(self) -> None:
         """Connect, configure the session and return once the service has taken it."""
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-        from .._openai import client
-
-        sdk = client(self.settings)
-        try:
-            self._conn = sdk.realtime.connect(model=self.model).enter()
-        except InvalidStatus as exc:
-            raise self._refused(exc.response.status_code,
-                                exc.response.body.decode("utf-8", "replace")) from None
-        except OSError as exc:
-            raise ServiceError(f"Cannot reach {SERVICE} at {self._where()} ({exc}). Check the "
-                               "network and OPENAI_BASE_URL; for offline use start `python "
-                               "-m voicenb.sim`.", service=SERVICE) from None
-        try:
-            self._await_ready()
-        except ConnectionClosed as exc:
-            self._conn.close()
-            raise ServiceError(f"{SERVICE} closed the connection while the session was set "
-                               f"up ({exc}).", service=SERVICE) from None
-        except BaseException:
-            self._conn.close()
-            raise
+        self._conn = self._open()
+        self._live.set()
         for target, name in ((self._read, "reader"), (self._write, "writer")):
             thread = threading.Thread(target=target, name=f"voicenb-realtime-{name}",
                                       daemon=True)
@@ -148,19 +176,20 @@ class OpenAIRealtime(Base):
 
     def send(self, pcm: bytes) -> None:
         """Queue 16 kHz mono PCM16 from the microphone (never blocks)."""
-        with self._lock:
-            self._keep(pcm)
-        self._outbox.put(pcm)
+        if not self._closing:
+            self._outbox.put(pcm)
 
     def interrupt(self, played_ms: float | None) -> None:
         """Stop the answer and tell the service how much of it the person heard."""
+        made = self._generation
         if self._response is not None and self._response.get("id"):
-            self._outbox.put({"type": "response.cancel"})
+            self._outbox.put((made, {"type": "response.cancel"}))
         if self._last_item is not None and played_ms is not None:
             item, audio_ms = self._last_item
-            self._outbox.put({"type": "conversation.item.truncate", "item_id": item,
-                              "content_index": 0,
-                              "audio_end_ms": int(max(0, min(played_ms, audio_ms)))})
+            heard = int(max(0, min(played_ms, audio_ms)))
+            self._played[item] = heard
+            self._outbox.put((made, {"type": "conversation.item.truncate", "item_id": item,
+                                     "content_index": 0, "audio_end_ms": heard}))
 
     def close(self) -> None:
         """End the session after the answer in progress (idempotent)."""
@@ -168,13 +197,15 @@ class OpenAIRealtime(Base):
             return
         deadline = time.monotonic() + self.settings.read_timeout
         while self._response is not None and time.monotonic() < deadline \
-                and self._threads[0].is_alive():
+                and self._threads[0].is_alive() and self._live.is_set():
             time.sleep(0.05)
         self._closing = True
+        self._stop.set()
         self._outbox.put(_STOP)
         for thread in self._threads[1:]:
             thread.join(5)
-        self._conn.close()
+        with contextlib.suppress(Exception):
+            self._conn.close()
         self._threads[0].join(5)
 
     # -- setting up ------------------------------------------------------------------------------
@@ -197,6 +228,33 @@ class OpenAIRealtime(Base):
             session["audio"]["output"]["voice"] = self.voice
         return session
 
+    def _open(self) -> Any:
+        """A connection with its session configured, or a typed error."""
+        from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+        from .._openai import client
+
+        sdk = client(self.settings)
+        try:
+            conn = sdk.realtime.connect(model=self.model).enter()
+        except InvalidStatus as exc:
+            raise self._refused(exc.response.status_code,
+                                exc.response.body.decode("utf-8", "replace")) from None
+        except (OSError, WebSocketException) as exc:
+            raise ServiceError(f"Cannot reach {SERVICE} at {self._where()} ({exc}). Check the "
+                               "network and OPENAI_BASE_URL; for offline use start `python "
+                               "-m voicenb.sim`.", service=SERVICE) from None
+        try:
+            self._await_ready(conn)
+        except ConnectionClosed as exc:
+            conn.close()
+            raise ServiceError(f"{SERVICE} closed the connection while the session was set "
+                               f"up ({exc}).", service=SERVICE) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _refused(self, status: int, body: str) -> VoicenbError:
         detail = body[:300]
         try:
@@ -214,14 +272,14 @@ class OpenAIRealtime(Base):
         return ServiceError(f"{SERVICE} refused the connection with HTTP {status} ({detail}).",
                             service=SERVICE, status_code=status, detail=detail)
 
-    def _await_ready(self) -> None:
+    def _await_ready(self, conn: Any) -> None:
         from websockets.exceptions import ConnectionClosed
 
         timed_out = threading.Event()
 
         def give_up() -> None:  # the SDK's recv has no timeout: closing ends the wait
             timed_out.set()
-            self._conn.close()
+            conn.close()
 
         timer = threading.Timer(self.settings.read_timeout, give_up)
         timer.daemon = True
@@ -230,7 +288,7 @@ class OpenAIRealtime(Base):
         try:
             while True:
                 try:
-                    event = self._recv()
+                    event = self._recv(conn)
                 except ConnectionClosed:
                     if refusal is not None:  # the service said why, then closed
                         raise refusal from None
@@ -243,7 +301,7 @@ class OpenAIRealtime(Base):
                 kind = (event or {}).get("type")
                 if kind == "session.created":  # the key and model were taken: configure
                     self.session_id = (event.get("session") or {}).get("id")
-                    self._conn.send({"type": "session.update", "session": self._session()})
+                    conn.send({"type": "session.update", "session": self._session()})
                 elif kind == "session.updated":
                     output = ((event.get("session") or {}).get("audio") or {}).get("output")
                     self.voice = (output or {}).get("voice", self.voice)
@@ -259,9 +317,10 @@ class OpenAIRealtime(Base):
         finally:
             timer.cancel()
 
-    def _recv(self) -> dict[str, Any] | None:
+    @staticmethod
+    def _recv(conn: Any) -> dict[str, Any] | None:
         try:
-            event = json.loads(self._conn.recv_bytes())
+            event = json.loads(conn.recv_bytes())
         except ValueError:
             log.warning("%s sent a frame that is not JSON; ignored", SERVICE)
             return None
@@ -270,47 +329,184 @@ class OpenAIRealtime(Base):
     # -- the threads -----------------------------------------------------------------------------
 
     def _write(self) -> None:
-        """Send what is queued, in order: audio as ``input_audio_buffer.append``."""
+        """Send what is queued, in order: audio as ``input_audio_buffer.append``. While the
+        connection is down, what is queued waits (bounded) for the new one."""
         while True:
             item = self._outbox.get()
             if item is _STOP:
                 return
-            try:
+            while not self._live.wait(0.2):
+                if self._closing:
+                    return
+            with self._lock:
+                conn, made = self._conn, self._generation
                 if isinstance(item, bytes):
+                    self._sent.add(item)    # before sending: if it is lost, it goes again
                     audio = self._upsample.feed(item)
                     if not audio:
                         continue
-                    item = {"type": "input_audio_buffer.append",
-                            "audio": base64.b64encode(audio).decode()}
-                self._conn.send(item)
-            except Exception:  # closed or broken: the reader tells the listener
-                return
+                    event = {"type": "input_audio_buffer.append",
+                             "audio": base64.b64encode(audio).decode()}
+                else:
+                    queued_for, event = item
+                    if queued_for != made:  # about an item of a session that is gone
+                        continue
+                try:
+                    conn.send(event)
+                except Exception:  # closed or broken: the reader reconnects
+                    self._live.clear()
 
     def _read(self) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        try:
-            while True:
-                event = self._recv()
-                if event is not None:
-                    self._dispatch(event)
-        except ConnectionClosed as exc:
-            if self._closing:
+        while True:
+            conn = self._conn
+            try:
+                while True:
+                    event = self._recv(conn)
+                    if event is not None:
+                        self._dispatch(event)
+            except ConnectionClosed as exc:
+                if self._closing:
+                    return
+                error = ServiceError(f"The connection to {SERVICE} broke ({exc}).",
+                                     service=SERVICE)
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                if code in FINAL_CLOSE_CODES:
+                    self._broken(ServiceError(
+                        f"{SERVICE} closed the conversation ({exc}). Start it again.",
+                        service=SERVICE, code=str(code)))
+                    return
+                if not self._reconnect(error):
+                    return
+            except Exception as exc:  # a bug in a listener must not leave the owner waiting
+                log.exception("the realtime reader failed")
+                if not self._closing:
+                    self._broken(ServiceError(f"The {SERVICE} conversation failed: "
+                                              f"{type(exc).__name__}: {exc}", service=SERVICE))
                 return
-            self._broken(ServiceError(
-                f"The connection to {SERVICE} broke ({exc}). Start the conversation again.",
-                service=SERVICE))
-        except Exception as exc:  # a bug in a listener must not leave the owner waiting
-            log.exception("the realtime reader failed")
-            if not self._closing:
-                self._broken(ServiceError(f"The {SERVICE} conversation failed: "
-                                          f"{type(exc).__name__}: {exc}", service=SERVICE))
 
     def _broken(self, error: VoicenbError) -> None:
         if self._response is not None or self._awaiting:
             self._reply(status="failed", error=error)
         self._outbox.put(_STOP)
         self.listener.failed(error)
+
+    # -- reconnecting ----------------------------------------------------------------------------
+
+    def _reconnect(self, error: VoicenbError) -> bool:
+        """The connection dropped: open a new session, give it the conversation so far and
+        the audio it missed (see the module docstring). False when the conversation cannot
+        go on (it has told the listener)."""
+        dropped = time.monotonic()
+        self._live.clear()
+        cut = self._response                 # an answer under way ends with the drop
+        if cut is not None and cut["text"]:
+            self._remember_answer(cut, cut["text"])
+        # a turn the old session had not confirmed is heard again from its audio
+        self._replaying = self._unconfirmed is not None or self._in_speech
+        if self._replaying:
+            self._partial = ""  # its words come again
+        answer = self._awaiting and cut is None and self._unconfirmed is None
+        last: VoicenbError = error
+        for attempt, wait in enumerate(retry_waits(), 1):
+            if self._stop.wait(wait) or self._closing:
+                return False
+            self.listener.reconnecting(attempt, last)
+            try:
+                conn = self._open()
+            except (AuthenticationError, ConfigError) as exc:
+                last = exc
+                break
+            except VoicenbError as exc:  # refused for now, unreachable, rate limited
+                last = exc
+                continue
+            try:
+                self._restore(conn, answer)
+            except Exception as exc:  # noqa: BLE001 - the new connection broke too
+                with contextlib.suppress(Exception):
+                    conn.close()
+                last = ServiceError(f"The new connection to {SERVICE} broke while the "
+                                    f"conversation was restored ({exc}).", service=SERVICE)
+                continue
+            self.reconnects += 1
+            self.listener.reconnected(round(time.monotonic() - dropped, 3))
+            if cut is not None:
+                self._reply(status="failed", error=ServiceError(
+                    f"The connection to {SERVICE} dropped in the middle of the answer; the "
+                    "conversation goes on in a new session.", service=SERVICE))
+            return True
+        if self._closing:
+            return False
+        if isinstance(last, (AuthenticationError, ConfigError)):
+            final = last
+        else:
+            final = ServiceError(f"The connection to {SERVICE} dropped and {RETRY_TRIES} "
+                                 f"tries to reconnect failed (the last: {last}). Start the "
+                                 "conversation again.", service=SERVICE)
+        self._broken(final)
+        return False
+
+    def _restore(self, conn: Any, answer: bool) -> None:
+        """Give the new session the conversation so far and the audio the old one missed,
+        then make it the connection (the writer carries on with what queued meanwhile)."""
+        with self._lock:
+            for item in self._items():
+                conn.send({"type": "conversation.item.create", "item": item})
+            if answer:  # heard, not yet answered: answered now, once
+                conn.send({"type": "response.create"})
+            replay = self._sent.restart()
+            self._upsample = Upsampler()
+            for at in range(0, len(replay), REPLAY_CHUNK):
+                audio = self._upsample.feed(replay[at:at + REPLAY_CHUNK])
+                if audio:
+                    conn.send({"type": "input_audio_buffer.append",
+                               "audio": base64.b64encode(audio).decode()})
+            old, self._conn = self._conn, conn
+            self._generation += 1
+            self._unconfirmed, self._speech_from = None, 0  # the new stream's turns come anew
+            self._live.set()
+        with contextlib.suppress(Exception):
+            old.close()
+
+    def _items(self) -> list[dict[str, Any]]:
+        """The conversation so far as items for ``conversation.item.create``."""
+        items = []
+        for entry in self._history[-HISTORY_ITEMS:]:
+            text = entry["text"]
+            if entry["role"] == "assistant":
+                text = heard_part(text, entry["audio_ms"], self._played.get(entry["id"]))
+            if not text:
+                continue
+            kind = "input_text" if entry["role"] == "user" else "output_text"
+            items.append({"type": "message", "role": entry["role"],
+                          "content": [{"type": kind, "text": text}]})
+        return items
+
+    def _remember_answer(self, response: dict[str, Any], text: str) -> None:
+        item = response.get("item") or response.get("id") or ""
+        if any(e["id"] == item for e in self._history):
+            return
+        self._history.append({"role": "assistant", "id": item, "text": text,
+                              "audio_ms": response["bytes"] / 2 / OUTPUT_RATE * 1000,
+                              "answers": response.get("answers")})
+
+    def _remember_question(self, item: str | None, text: str) -> None:
+        entry = {"role": "user", "id": item, "text": text}
+        # an answer may end before its question's transcript: the question goes before it
+        for i, other in enumerate(self._history):
+            if other["role"] == "assistant" and item and other.get("answers") == item:
+                self._history.insert(i, entry)
+                return
+        self._history.append(entry)
+        del self._history[:len(self._history) - 2 * HISTORY_ITEMS]  # bounded: a long talk
+
+    def _confirm(self) -> None:
+        """The turn that ended is the service's now: its audio is not sent again."""
+        if self._unconfirmed is not None:
+            with self._lock:
+                self._sent.confirm(self._unconfirmed)
+            self._unconfirmed = None
 
     # -- events -> listener --------------------------------------------------------------------
 
@@ -323,29 +519,29 @@ class OpenAIRealtime(Base):
         kind = event.get("type")
         now = time.monotonic()
         if kind == "input_audio_buffer.speech_started":
-            with self._lock:
-                self._speech_began()
+            self._speech_from = int(event.get("audio_start_ms") or 0) * _BYTES_PER_MS
+            self._in_speech = True
+            if self._replaying:  # the turn the listener heard begin, sent again
+                self._replaying = False
+                return
             self._partial = ""
             self.listener.speech_started()
         elif kind == "input_audio_buffer.speech_stopped":
-            with self._lock:
-                self._speech_ended()
-            self._stopped_at, self._awaiting, self._error = now, True, None
+            self._speech_stopped(int(event.get("audio_end_ms") or 0), now)
+        elif kind == "input_audio_buffer.committed":
+            self._committed = event.get("item_id")
         elif kind == "conversation.item.input_audio_transcription.delta":
             self._partial += str(event.get("delta") or "")
             self.listener.partial(self._partial)
-        elif kind == "conversation.item.input_audio_transcription.completed":
-            with self._lock:
-                said = self._take_said()
-            stopped = self._stopped_at
-            self.listener.heard(Heard(
-                text=str(event.get("transcript") or "").strip(), audio=said,
-                ended_at=stopped or now, stt_s=self._since_stop(now),
-                id=f"{self.session_id}:{event.get('item_id')}", speech_model=TRANSCRIBE_MODEL))
+        elif kind in ("conversation.item.input_audio_transcription.completed",
+                      "conversation.item.input_audio_transcription.failed"):
+            self._transcribed(event, now)
         elif kind == "response.created":
+            self._confirm()
             self._response = {"id": (event.get("response") or {}).get("id"), "text": "",
                               "bytes": 0, "first_token": None, "first_audio": None,
-                              "created": now, "stopped": self._stopped_at}
+                              "created": now, "stopped": self._stopped_at,
+                              "answers": self._committed}
         elif kind == "response.output_item.added":
             if self._response is not None:
                 self._response["item"] = (event.get("item") or {}).get("id")
@@ -363,6 +559,8 @@ class OpenAIRealtime(Base):
                 self._last_item = (item, self._response["bytes"] / 2 / OUTPUT_RATE * 1000)
             self.listener.answer_audio(pcm)
         elif kind == "response.done":
+            if self._response is not None and self._response["text"]:
+                self._remember_answer(self._response, self._response["text"])
             self._done(event.get("response") or {}, now)
         elif kind == "error":
             error = error_from(event.get("error") or {}, model=self.model, voice=self.voice)
@@ -373,6 +571,24 @@ class OpenAIRealtime(Base):
                 self._error = error          # response.done ends the turn
             elif self._awaiting:
                 self._reply(status="failed", error=error)
+
+    def _speech_stopped(self, end_ms: int, now: float) -> None:
+        self._in_speech = False
+        end = end_ms * _BYTES_PER_MS
+        with self._lock:  # the turn's audio (the service's start includes its padding)
+            self._turn_audio = self._sent.slice(self._speech_from, end)
+        self._unconfirmed = end
+        self._stopped_at, self._awaiting, self._error = now, True, None
+
+    def _transcribed(self, event: dict[str, Any], now: float) -> None:
+        self._confirm()
+        said, self._turn_audio = self._turn_audio, b""
+        text = str(event.get("transcript") or "").strip()
+        self._remember_question(event.get("item_id"), text)
+        stopped = self._stopped_at
+        self.listener.heard(Heard(
+            text=text, audio=said, ended_at=stopped or now, stt_s=self._since_stop(now),
+            id=f"{self.session_id}:{event.get('item_id')}", speech_model=TRANSCRIBE_MODEL))
 
     def _done(self, response: dict[str, Any], now: float) -> None:
         status = response.get("status")

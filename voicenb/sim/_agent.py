@@ -33,6 +33,11 @@ abandoned (no ``reply.done``); turn detection's defaults (``min_silence`` 400 ms
 "completed"`` when not interrupted; the time to first audio (:data:`TTFA_S`) and the
 speaking speed (:data:`SPEED`). The voice list is the docs' catalogue (default ``ivy``).
 
+Socket failures on demand: :attr:`AgentService.socket_faults`
+(:class:`~voicenb.sim._sockets.SocketFaults`), asked when a socket opens (a resume is a new
+socket), at each client event and at each server event, so a fault may strike while a reply
+is being sent.
+
 Speech is heard as the streaming simulator hears it (loud 20 ms frames; registered clips by
 their loudness contour, since 24 kHz audio has been resampled, else the local engine), and the
 answer is voicenb's deterministic simulated answer spoken by espeak-ng at 24 kHz. Hearing and
@@ -60,7 +65,7 @@ from urllib.parse import urlsplit
 from ._about import ABOUT_PATH, about
 from ._openai import answer_for
 from ._registry import Registry
-from ._sockets import SocketServer
+from ._sockets import SessionFaults, SocketFaults, SocketServer
 from ._tts import VOICES as ESPEAK_VOICES, SpeechOptions, frames, resample, sentences, \
     speak_tokens
 
@@ -125,8 +130,9 @@ class AgentService:
     """The simulated Voice Agent API. Knobs: ``ttfa`` (seconds from the end of a turn to
     the first audio), ``speed`` (audio seconds spoken per second; None: as fast as made),
     ``grace_s``, ``max_sessions``. ``stats``: sessions, resumes, replies, interrupted,
-    audio_in_s, audio_out_s, errors, refused, session_s_billed. Faults: :meth:`inject`,
-    :meth:`drop_sessions`."""
+    audio_in_s, audio_out_s, errors, refused, session_s_billed, turns (user turns heard),
+    faults (socket faults acted out). Faults: :meth:`inject`, :meth:`drop_sessions`,
+    :attr:`socket_faults`."""
 
     def __init__(self, registry: Registry, *, key: str, ttfa: float = TTFA_S,
                  speed: float | None = SPEED, grace_s: float = GRACE_S,
@@ -154,6 +160,12 @@ class AgentService:
     def count(self, name: str, n: float = 1) -> None:
         with self._lock:
             self.stats[name] += n
+
+    @property
+    def socket_faults(self) -> SocketFaults:
+        """Socket failures on demand (:class:`~voicenb.sim._sockets.SocketFaults`); not
+        :attr:`faults`, the replies' failures."""
+        return self._ws.faults
 
     def inject(self, kind: str, *, times: int = 1, code: str = "internal_error",
                retry_after: int = 1) -> Fault:
@@ -261,8 +273,25 @@ class _Connection:
     """One socket: a new session or a resumed one."""
 
     async def _send(self, event: dict[str, Any]) -> None:
+        await self._strike(sending=True)
         await _send(self.ws, event)
         self.service.sent.append((time.monotonic(), event["type"]))
+
+    async def _strike(self, *, sending: bool = False) -> None:
+        """Act out a socket fault that is due; ConnectionClosed when it ended the socket. At
+        a server event (``sending``) only a fault due by time strikes: frames count the
+        client's events."""
+        from websockets.exceptions import ConnectionClosedError
+
+        faults = self.faults
+        if sending:
+            if not faults.planned:
+                return
+            faults.frames -= 1  # due() counts a client event; this is none
+        fault = faults.due()
+        if fault is not None and await faults.act(self.ws, fault):
+            self.service.count("faults")
+            raise ConnectionClosedError(None, None)
 
     def __init__(self, service: AgentService, ws: Any) -> None:
         self.service, self.ws = service, ws
@@ -278,6 +307,7 @@ class _Connection:
         self.delta_sent = False
         self.reply: asyncio.Task[None] | None = None
         self.reply_info: dict[str, Any] = {}
+        self.faults: SessionFaults = service.socket_faults.session()
 
     @property
     def turn(self) -> dict[str, Any]:
@@ -289,6 +319,7 @@ class _Connection:
 
         try:
             async for message in self.ws:
+                await self._strike()
                 if not await self._handle(message):
                     return
         except ConnectionClosed:
@@ -479,6 +510,7 @@ class _Connection:
         await self._send({"type": "input.speech.stopped"})
         await self._send({"type": "transcript.user", "text": text, "item_id": item_id})
         if text.strip():
+            self.service.count("turns")
             self._start_reply(text, None, item_id=item_id)
 
     # -- speaking ----------------------------------------------------------------------------

@@ -35,6 +35,12 @@ tests/_realtime_spec.py. What a session does:
   ``usage``. Speech starting while it plays cancels it when ``interrupt_response`` is on:
   ``response.done`` with status ``cancelled`` (reason ``turn_detected``); ``response.cancel``
   does the same (reason ``client_cancelled``), and with no response active is an ``error``.
+- ``conversation.item.create`` adds a message: a user's ``input_text`` (or ``input_audio``,
+  heard as a turn is), an assistant's ``output_text`` (the spec: it "cannot populate assistant
+  audio messages"), a system's ``input_text``; appended, or after ``previous_item_id``
+  (``root``: first). It answers ``conversation.item.added`` and ``.done``, and later answers
+  take it into account as they do the spoken turns (how a client gives a new session the
+  conversation so far).
 - ``conversation.item.truncate`` cuts an assistant item's audio (and its transcript, in the
   words' proportion) and answers ``conversation.item.truncated``; an unknown item or an
   ``audio_end_ms`` past its audio is an ``error``. ``input_audio_buffer.clear`` ->
@@ -55,8 +61,11 @@ answer's first audio (no close frame), ``"error"`` fails the next response with 
 ``server_error`` event, ``"rate_limit"`` fails it with a rate-limit error in the shape of the
 chat API's 429 (type ``tokens``, code ``rate_limit_exceeded``); both end with ``response.done``
 status ``failed``. :meth:`RealtimeService.drop_sessions` breaks every open socket.
+:attr:`RealtimeService.socket_faults` (:class:`~voicenb.sim._sockets.SocketFaults`) fails sockets on
+demand: asked at each client event and at each server event, so a fault may strike while an
+answer is being sent.
 ``stats`` counts sessions, refused, responses, cancels, truncates, errors, turns,
-audio_in_s and audio_out_s.
+items_created, faults (socket faults acted out), audio_in_s and audio_out_s.
 
 Assumptions, where nothing was found to say: a wrong or missing key is accepted at the upgrade
 and answered by an ``error`` event (``invalid_api_key``) and close 1008 (a 2024 report on
@@ -87,7 +96,7 @@ from urllib.parse import parse_qs, urlsplit
 from ._openai import answer_for, count_tokens, tokens_of
 from ._registry import Registry
 from ._server import App
-from ._sockets import SocketServer
+from ._sockets import SessionFaults, SocketFaults, SocketServer
 from ._tts import SpeechOptions, frames, resample, sentences, speak_tokens
 
 log = logging.getLogger("voicenb.sim")
@@ -242,6 +251,35 @@ def check_session(session: dict[str, Any], voice_locked: str | None) -> None:
                        "session.audio.input.turn_detection")
 
 
+def _content(role: str, content: Any, kinds: tuple[str, ...]
+             ) -> tuple[list[str], bytes, list[dict[str, Any]]]:
+    """A created message's texts, audio, and content as the item shows it."""
+    if not isinstance(content, list) or not content:
+        raise _Refused("Missing required parameter: 'item.content'.",
+                       "missing_required_parameter", "item.content")
+    texts, audio, shown = [], b"", []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in kinds:
+            raise _Refused(f"Invalid value: {kind!r}. Supported values for a {role} message "
+                           f"are: {', '.join(repr(k) for k in kinds)}.", "invalid_value",
+                           "item.content.type")
+        if kind == "input_audio":
+            try:
+                pcm = base64.b64decode(part.get("audio") or "", validate=True)
+            except (binascii.Error, ValueError):
+                raise _Refused("Invalid 'audio': expected base64-encoded PCM16 audio.",
+                               "invalid_value", "item.content.audio") from None
+            audio += pcm[: len(pcm) // 2 * 2]
+            continue
+        if not isinstance(part.get("text"), str):
+            raise _Refused("Invalid type for 'item.content.text': expected a string.",
+                           "invalid_type", "item.content.text")
+        texts.append(part["text"])
+        shown.append({"type": kind, "text": part["text"]})
+    return texts, audio, shown
+
+
 def read_event(message: str | bytes) -> dict[str, Any]:
     """A client event, checked against :data:`CLIENT_EVENTS`; :class:`_Refused` if not."""
     if isinstance(message, bytes):
@@ -304,6 +342,12 @@ class RealtimeService:
     def count(self, name: str, n: float = 1) -> None:
         with self._lock:
             self.stats[name] += n
+
+    @property
+    def socket_faults(self) -> SocketFaults:
+        """Socket failures on demand (:class:`~voicenb.sim._sockets.SocketFaults`); not
+        :attr:`faults`, the answers' failures."""
+        return self._ws.faults
 
     def inject(self, kind: str, times: int = 1) -> None:
         """Act out ``kind`` (one of :data:`FAULTS`) on the next ``times`` responses."""
@@ -387,6 +431,7 @@ class _Item:
     text: str = ""                  # the transcript (user) or the answer's transcript
     samples: int = 0                # its audio, in samples at 24 kHz
     audio_tokens: int = 0
+    typed: bool = False             # given as text (conversation.item.create)
 
 
 @dataclass
@@ -420,13 +465,33 @@ class _Session:
         self.last_input_tokens = 0
         self.tasks: set[asyncio.Task[Any]] = set()
         self.send_lock = asyncio.Lock()
+        self.faults: SessionFaults | None = None   # the socket faults planned for it
 
     # -- plumbing ------------------------------------------------------------------------------
 
     async def send(self, event: dict[str, Any]) -> None:
         async with self.send_lock:
+            await self.strike(sending=True)
             await self.ws.send(json.dumps({"event_id": _id("event"), **event}))
             self.service.sent.append((time.monotonic(), event["type"]))
+
+    async def strike(self, *, sending: bool = False) -> None:
+        """Act out a socket fault that is due; ConnectionClosed when it ended the socket. At
+        a server event (``sending``) only a fault due by time strikes: frames count the
+        client's events."""
+        from websockets.exceptions import ConnectionClosedError
+
+        faults = self.faults
+        if faults is None:
+            return
+        if sending:
+            if not faults.planned:
+                return
+            faults.frames -= 1  # due() counts a client event; this is none
+        fault = faults.due()
+        if fault is not None and await faults.act(self.ws, fault):
+            self.service.count("faults")
+            raise ConnectionClosedError(None, None)
 
     async def error(self, error: dict[str, Any], event_id: str | None = None) -> None:
         self.service.count("errors")
@@ -453,9 +518,11 @@ class _Session:
     async def run(self) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        self.faults = self.service.socket_faults.session()
         try:
             await self.send({"type": "session.created", "session": self.session})
             async for message in self.ws:
+                await self.strike()
                 with contextlib.suppress(ValueError):
                     self.service.received.append(json.loads(message))
                 try:
@@ -523,6 +590,8 @@ class _Session:
             await self.cancel("client_cancelled")
         elif kind == "conversation.item.truncate":
             await self.truncate(event)
+        elif kind == "conversation.item.create":
+            await self.create_item(event)
         else:  # the rest of the spec's client events: known, not simulated
             raise _Refused(f"The simulator does not implement {kind!r}.", "not_implemented",
                            "type")
@@ -596,11 +665,17 @@ class _Session:
         self.spawn(self._heard(item, heard, stopped, answer))
 
     async def _heard(self, item: _Item, heard: Any, stopped: float, answer: bool) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         try:
             item.text = await heard
         except Exception:  # a recognizer's failure is heard as nothing, not a dead session
             log.exception("hearing a realtime turn failed")
             item.text = ""
+        with contextlib.suppress(ConnectionClosed):  # a fault may cut it meanwhile
+            await self._transcribed(item, stopped, answer)
+
+    async def _transcribed(self, item: _Item, stopped: float, answer: bool) -> None:
         transcription = self.transcription
         if transcription:
             for piece in tokens_of(item.text):
@@ -650,7 +725,7 @@ class _Session:
     def _input_usage(self) -> dict[str, Any]:
         """The conversation so far, as this response's input."""
         text = count_tokens(self.session.get("instructions") or "")
-        text += sum(count_tokens(i.text) for i in self.items if i.role == "assistant")
+        text += sum(count_tokens(i.text) for i in self.items if i.role != "user" or i.typed)
         audio = sum(i.audio_tokens for i in self.items)
         total = text + audio
         cached = self.last_input_tokens // CACHE_BLOCK * CACHE_BLOCK \
@@ -801,6 +876,51 @@ class _Session:
         await self.send({"type": "response.done", "response": self._response_json(
             response, "cancelled", details={"type": "cancelled", "reason": reason},
             usage=self._usage(response), output=output)})
+
+    async def create_item(self, event: dict[str, Any]) -> None:
+        """``conversation.item.create``: a message given as text (or a user's audio)."""
+        given = event["item"]
+        if given.get("type", "message") != "message":
+            raise _Refused(f"The simulator takes message items only, not "
+                           f"{given.get('type')!r}.", "not_implemented", "item.type")
+        role = given.get("role")
+        kinds = {"user": ("input_text", "input_audio"), "assistant": ("output_text",),
+                 "system": ("input_text",)}
+        if role not in kinds:
+            raise _Refused(f"Invalid value: {role!r}. Supported values are: 'user', "
+                           "'assistant' and 'system'.", "invalid_value", "item.role")
+        texts, audio, shown = _content(role, given.get("content"), kinds[role])
+        item_id = given.get("id") or _id("item")
+        if any(i.id == item_id for i in self.items):
+            raise _Refused(f"Item with id {item_id!r} already exists.", "invalid_value",
+                           "item.id")
+        previous = event.get("previous_item_id")
+        if previous is None:
+            at = len(self.items)
+        elif previous == "root":
+            at = 0
+        else:
+            at = next((n + 1 for n, i in enumerate(self.items) if i.id == previous), None)
+            if at is None:
+                raise _Refused(f"Previous item with id {previous!r} not found.",
+                               "invalid_value", "previous_item_id")
+        item = _Item(item_id, role, text=" ".join(t.strip() for t in texts if t.strip()),
+                     samples=len(audio) // 2, typed=bool(texts),
+                     audio_tokens=math.ceil(len(audio) / 2 / RATE * INPUT_AUDIO_TOKENS_PER_S))
+        if audio:
+            heard = await asyncio.get_running_loop().run_in_executor(
+                self.service.work, self.service.hear, audio)
+            item.text = " ".join(x for x in (item.text, heard) if x)
+            shown.append({"type": "input_audio", "transcript": heard})
+        self.items.insert(at, item)
+        self.service.count("items_created")
+        before = self.items[at - 1].id if at else None
+        made = {"id": item.id, "object": "realtime.item", "type": "message",
+                "status": "completed", "role": role, "content": shown}
+        await self.send({"type": "conversation.item.added", "previous_item_id": before,
+                         "item": made})
+        await self.send({"type": "conversation.item.done", "previous_item_id": before,
+                         "item": made})
 
     async def truncate(self, event: dict[str, Any]) -> None:
         item = next((i for i in self.items if i.id == event["item_id"]), None)
