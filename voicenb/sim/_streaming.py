@@ -127,6 +127,7 @@ class StreamingService:
         self.clock: Callable[[], float] = time.monotonic
         self.url = ""
         self._tokens: dict[str, _Token] = {}
+        self._open: set[Any] = set()  # the sockets of the sessions open now (loop only)
         self._ws = SocketServer("voicenb-sim-ws", "the simulated streaming server")
         self._lock = threading.Lock()
         #: where turns are heard: a recognizer is CPU-bound and must never run in the loop
@@ -154,6 +155,11 @@ class StreamingService:
     def stop(self) -> None:
         self._ws.stop()
         self.hearing.shutdown(wait=False, cancel_futures=True)
+
+    def drop_sessions(self, timeout: float = 10.0) -> int:
+        """Cut every open session's socket now, as a network failure does (no close frame);
+        the number cut."""
+        return self._ws.abort(lambda: self._open, timeout)
 
     def count(self, name: str) -> None:
         with self._lock:
@@ -253,8 +259,10 @@ class StreamingService:
             except (TypeError, ValueError) as exc:
                 return await _fail(ws, 3006, f"Invalid query parameter: {exc}")
             self.count("sessions")
+            self._open.add(ws)
             await session.run()
         finally:
+            self._open.discard(ws)
             with self._lock:
                 self.sessions_open -= 1
 
@@ -373,6 +381,8 @@ class _Session:
                 inbox.put_nowait(data if isinstance(data, dict) else {"type": None})
                 if kind == "Terminate":
                     return await processor
+        except ConnectionClosed:
+            pass  # the client went without a close frame (a cut, a crash): the session ends
         finally:
             processor.cancel()
             for task in self.under_way.values():

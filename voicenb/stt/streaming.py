@@ -80,6 +80,9 @@ RECONNECT_BACKOFF_S = (0.05, 2.0)
 #: (3005), the session's maximum duration (3008); a reconnect refused for too many sessions
 #: (3009: the dropped one may still count) is tried again too
 RETRYABLE = {None, 1001, 1006, 1011, 1012, 1013, 1014, 3005, 3008}
+#: the most audio queued (fed, not yet sent) before send() refuses more: what a reconnect's
+#: tries leave queued is far less (about 10 s)
+MAX_BACKLOG_S = 60.0
 #: a session is rolled over this long before it expires (capped at a tenth of its length)
 ROLLOVER_S = 60.0
 #: the stream catches up after a replay: while it trails the microphone by more than this,
@@ -212,6 +215,9 @@ def _close_error(code: int | None, reason: str, *, token: bool = False) -> Voice
     if code == 3007:
         return ServiceError(f"{SERVICE} rejected the audio ({code}: {text}). Frames must hold "
                             "50-1000 ms and be sent no faster than real time.", **kw)
+    if code == 1006:
+        return ServiceError(f"The connection to {SERVICE} dropped (1006: no close frame).",
+                            **kw)
     if code == 3008:
         return ServiceTimeoutError(f"{SERVICE} session expired ({code}: {text}).", **kw)
     if code == 3006:
@@ -473,6 +479,11 @@ class RealtimeTranscriber:
         if self.error is not None:
             raise self.error
         if self._ws is not None and pcm and not self._done.is_set():
+            if (self._fed / 2 / self.sample_rate) - self.sent.sent_s > MAX_BACKLOG_S:
+                raise ServiceError(
+                    f"{SERVICE} has not taken audio for {MAX_BACKLOG_S:.0f} s (the connection "
+                    "is down or the service stalls): the audio queued is kept, no more is "
+                    "taken. Close the session and start a new one.", service=SERVICE)
             self._fed += len(pcm)
             self._outbox.put(bytes(pcm))
 
