@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from . import (batch, experiment, hearing, history_load, history_server, llm_overhead,
-               sync_api, talkback, turn_overhead, upload_memory, voice_agents)
+from . import (batch, experiment, hearing, history_load, history_server, live_soak,
+               llm_overhead, sync_api, talkback, turn_overhead, upload_memory, voice_agents)
 from ._common import machine
 
 
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         print(talkback.quick())  # real Chromium: two questions, ~30 s
         print()
         print(voice_agents.report(voice_agents.run(n=2, quick=True)))  # ~20 s
+        print()
+        print(live_soak.report(live_soak.run(6, (2.0, 5.0), baseline=3)))  # ~40 s
     else:
         print(batch.report(batch.run(n=100, scenario="paid")))
         print()
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         print(hearing.report(hearing.run()))
         print()
         print(voice_agents.report(voice_agents.run()))
+        print()
+        print(live_soak.report(live_soak.run()))  # ~15 min, at the pace people speak
         print()
         talkback.main([])
 

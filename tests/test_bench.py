@@ -31,3 +31,4 @@ def test_benchmarks_run_and_print_their_ratios():
     assert "ratio pieces / whole file (peak memory)" in out.stdout
     assert "ratio voicenb / service (first audio)" in out.stdout
     assert "ratio experiment / floor (s2s)" in out.stdout
+    assert "questions lost, words lost, duplicate turns" in out.stdout

@@ -265,3 +265,27 @@ def test_the_cli_plans_socket_faults_and_refuses_bad_ones(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_replay_starts_at_the_speech_not_at_the_last_words_sound_running_on():
+    from voicenb.stt.streaming import _SentAudio
+
+    tone = b"".join((int(8000 * ((i // 8) % 2 * 2 - 1))).to_bytes(2, "little", signed=True)
+                    for i in range(1600))  # 100 ms, loud
+    sent = _SentAudio(16000)
+    # a turn's words, its final word's sound running on 40 ms past its timing, a pause,
+    # then the next question (cut off by the drop)
+    sent.add(tone * 10 + tone[:1280] + QUIET[:16000] + tone * 5, 0.0)
+    sent.take(0.0, 1.0)  # the final turn said its words ended at 1.0 s
+    assert sent.after_turn
+    pcm, start = sent.unheard()
+    assert start == pytest.approx(1.04 + 0.5 - 0.3, abs=0.021)  # 0.3 s before the question
+    assert len(pcm) == pytest.approx((0.3 + 0.5) * 32000, abs=700)
+    # before any final turn, speech at the very start is replayed from the start
+    fresh = _SentAudio(16000)
+    fresh.add(tone * 3 + QUIET[:8000], 0.0)
+    assert fresh.unheard()[1] == 0.0
+    # silence alone is not replayed
+    quiet = _SentAudio(16000)
+    quiet.add(QUIET, 0.0)
+    assert quiet.unheard() == (b"", 1.0)

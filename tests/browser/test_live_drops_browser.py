@@ -55,6 +55,7 @@ def test_a_conversation_survives_cuts_mid_question_and_mid_answer(tmp_path):
                     page.wait_for_function(
                         "document.querySelector('.voicenb-live-partial')"
                         ".textContent.trim().length > 0", timeout=30_000)
+                    sim.streaming.faults.refuse(1.5)  # and the first tries are refused
                     assert sim.streaming.drop_sessions() == 1
                     page.wait_for_function(
                         "document.querySelector('.voicenb-live-status').textContent"
@@ -90,7 +91,7 @@ def test_a_conversation_survives_cuts_mid_question_and_mid_answer(tmp_path):
             jupyter.stop()
         sessions = sim.streaming.stats["sessions"]
     assert statuses[0].startswith("reconnecting") and "every word is kept" in statuses[0]
-    assert sessions == 3  # the first, and one after each cut
+    assert sessions == 3  # the first, and one after each cut (the refused ones never open)
     df = vnb.load_history(str(home), session="drops")
     first3 = df.iloc[:3]
     # answered (read out, or spoken over by the next question: the answers are long)

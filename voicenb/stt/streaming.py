@@ -247,6 +247,8 @@ class _SentAudio:
         self.sent_s = 0.0
         self.mark_s: list[float] = []  # stream seconds sent after each frame...
         self.mark_t: list[float] = []  # ...and the monotonic time it went
+        #: pcm starts where a final turn's words ended (their sound may run on a little)
+        self.after_turn = False
 
     @property
     def nbytes(self) -> int:
@@ -259,6 +261,7 @@ class _SentAudio:
         self.mark_t.append(when)
         if self.sent_s - self.from_s > self.keep_s * 1.25:  # trim in steps, not every frame
             self.drop_before(self.sent_s - self.keep_s)
+            self.after_turn = False
 
     def sent_at(self, stream_s: float) -> float | None:
         """When the audio up to ``stream_s`` had been sent."""
@@ -272,6 +275,7 @@ class _SentAudio:
 
         pcm = bytes(self.pcm[self._index(start_s - margin):self._index(end_s + margin)])
         self.drop_before(end_s)
+        self.after_turn = True
         return pcm_to_wav(pcm, self.rate) if pcm else None
 
     def drop_before(self, stream_s: float) -> None:
@@ -287,13 +291,22 @@ class _SentAudio:
     def unheard(self, lead_s: float = 0.3) -> tuple[bytes, float]:
         """What a new session must hear again: the audio kept (sent since the last final
         turn), from ``lead_s`` before its speech begins; and its stream time. Silence
-        alone is not replayed."""
+        alone is not replayed, nor the sound of the last turn's final word running on past
+        the end its timing gave (a new turn never touches the last: a silence ended it)."""
         window = self.rate // 50 * 2  # 20 ms
-        onset = next((i for i in range(0, len(self.pcm) - window + 1, window)
-                      if loud(self.pcm[i:i + window])), None)
+        starts = range(0, len(self.pcm) - window + 1, window)
+        ran_on = self.after_turn  # skipping the loud run that continues the last turn
+        onset, quiet_from = None, 0
+        for i in starts:
+            if not loud(self.pcm[i:i + window]):
+                if ran_on:
+                    ran_on, quiet_from = False, i
+            elif not ran_on:
+                onset = i
+                break
         if onset is None:
             return b"", self.sent_s
-        start = max(0, onset - int(lead_s * self.rate) * 2)
+        start = max(quiet_from, onset - int(lead_s * self.rate) * 2)
         return bytes(self.pcm[start:]), self.from_s + start / 2 / self.rate
 
 
