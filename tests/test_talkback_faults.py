@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import threading
 import wave
 
 import pytest
@@ -17,6 +16,8 @@ import voicenb as vnb
 from voicenb import llm
 from voicenb._talkback import MAX_RESUMES, Speaker, StreamSpeaker
 from voicenb.tts import assemblyai
+
+from tests.test_tts_assemblyai import Page as _Page
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None and not os.environ.get("CI"),
@@ -30,31 +31,13 @@ ONE_WORD_S = 0.7
 PAUSE_S = 0.4
 
 
-class Page:
-    """Stands in for the browser's player: the clips it is sent, in order, and the count."""
-
-    def __init__(self) -> None:
-        self.clips: list[bytes] = []
-        self.count: int | None = None
-        self.cond = threading.Condition()
-
-    def send(self, seq: int, wav: bytes) -> None:
-        with self.cond:
-            assert seq == len(self.clips)
-            self.clips.append(wav)
-            self.cond.notify_all()
-
-    def all_sent(self, count: int) -> None:
-        with self.cond:
-            self.count = count
-            self.cond.notify_all()
+class Page(_Page):
+    """The browser's player (tests/test_tts_assemblyai.py), with all its audio end to end."""
 
     def wait_all_sent(self, timeout: float = 60.0) -> None:
-        with self.cond:
-            assert self.cond.wait_for(lambda: self.count is not None, timeout)
+        self.wait(lambda: self.count is not None, timeout)
 
     def pcm(self) -> bytes:
-        """All the audio it was sent, end to end."""
         out = b""
         for clip in self.clips:
             with wave.open(io.BytesIO(clip)) as w:

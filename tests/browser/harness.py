@@ -110,6 +110,38 @@ def notebook_run(root: Path, env: dict[str, str], notebook: str, name: str, *,
         jupyter.stop()
 
 
+@contextmanager
+def live_page(root: Path, home: Path, cells: list[str], microphone: Path, name: str, *,
+              width: int = 1100, height: int = 800) -> Iterator:
+    """``cells`` as ``name``.ipynb under ``root``, opened in JupyterLab (VOICENB_HOME
+    ``home``) in Chromium whose microphone plays ``microphone``; its first cell run and
+    Start listening pressed (:func:`start_live`); yields the page. On a failure a
+    full-page screenshot and the server's log go to test-artifacts/``name``-failure.png
+    and ``name``-jupyter.log."""
+    import os
+    import shutil
+
+    artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
+    write_notebook(root / f"{name}.ipynb", cells)
+    log = root / f"{name}-jupyter.log"
+    jupyter = Jupyter(root, {**os.environ, "VOICENB_HOME": str(home)}, log)
+    try:
+        with chromium(microphone) as browser:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            try:
+                start_live(page, jupyter, f"{name}.ipynb")
+                yield page
+            except Exception as exc:
+                artifacts.mkdir(exist_ok=True)
+                shot = artifacts / f"{name}-failure.png"
+                page.screenshot(path=str(shot), full_page=True)
+                shutil.copy(log, artifacts / log.name)
+                raise AssertionError(f"{exc}\nscreenshot: {shot}\nserver log: "
+                                     f"{artifacts / log.name}") from exc
+    finally:
+        jupyter.stop()
+
+
 def play_first_audio(page, selector: str = ".vnb-turns audio") -> list[float]:
     """Play the first ``selector`` player for 0.6 s: [its currentTime, its duration]."""
     return page.evaluate("""async (selector) => {

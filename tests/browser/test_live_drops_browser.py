@@ -5,8 +5,6 @@ audio whole."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 
 import voicenb as vnb
@@ -36,59 +34,40 @@ def test_a_conversation_survives_cuts_mid_question_and_mid_answer(tmp_path):
     mic, lengths = _microphone(tmp_path / "mic.wav")
     statuses: list[str] = []
     with vnb.sim.running(unknown_text=HEARD) as sim:
-        harness.write_notebook(tmp_path / "drops.ipynb", [
-            "import voicenb as vnb\ns = vnb.Session('drops')\n"
-            "live = s.live(speak='espeak')\nlive"])
-        log = tmp_path / "jupyter.log"
-        jupyter = harness.Jupyter(tmp_path, {**os.environ, "VOICENB_HOME": str(home)}, log)
-        try:
-            with harness.chromium(mic) as browser:
-                page = browser.new_page(viewport={"width": 1100, "height": 800})
-                try:
-                    harness.start_live(page, jupyter, "drops.ipynb")
-                    page.wait_for_selector(".voicenb-live-status[data-state=listening]",
-                                           timeout=30_000)
-                    # 1. mid-question: the second question's words are showing
-                    page.wait_for_function(
-                        "document.querySelector('.voicenb-live-status').textContent"
-                        ".includes('turn 1: done')", timeout=60_000)
-                    page.wait_for_function(
-                        "document.querySelector('.voicenb-live-partial')"
-                        ".textContent.trim().length > 0", timeout=30_000)
-                    sim.streaming.faults.refuse(1.5)  # and the first tries are refused
-                    assert sim.streaming.drop_sessions() == 1
-                    page.wait_for_function(
-                        "document.querySelector('.voicenb-live-status').textContent"
-                        ".startsWith('reconnecting')", timeout=10_000, polling=20)
-                    statuses.append(_status(page))
-                    ARTIFACTS.mkdir(exist_ok=True)
-                    page.locator(".jp-Cell").first.screenshot(
-                        path=str(ARTIFACTS / "live-reconnecting.png"))
-                    # 2. mid-answer: the second answer is being read aloud
-                    page.wait_for_selector(".voicenb-live-status[data-state=speaking]",
-                                           timeout=60_000)
-                    assert sim.streaming.drop_sessions() == 1
-                    page.wait_for_function(
-                        "document.querySelector('.voicenb-live-status').textContent"
-                        ".includes('turn 3: done')", timeout=90_000)
-                    statuses.append(_status(page))
-                    ARTIFACTS.mkdir(exist_ok=True)
-                    page.locator(".jp-Cell").first.screenshot(
-                        path=str(ARTIFACTS / "live-drops.png"))
-                    page.click(".voicenb-live-button")  # stop
-                    deadline = time.monotonic() + 30
-                    while (sim.streaming.stats["terminated"] < 1
-                           and time.monotonic() < deadline):
-                        time.sleep(0.2)
-                except Exception as exc:
-                    ARTIFACTS.mkdir(exist_ok=True)
-                    shot = ARTIFACTS / "live-drops-failure.png"
-                    page.screenshot(path=str(shot), full_page=True)
-                    shutil.copy(log, ARTIFACTS / "live-drops-jupyter.log")
-                    raise AssertionError(f"{exc}\nscreenshot: {shot}\nserver log: "
-                                         f"{ARTIFACTS / 'live-drops-jupyter.log'}") from exc
-        finally:
-            jupyter.stop()
+        cells = ["import voicenb as vnb\ns = vnb.Session('drops')\n"
+                 "live = s.live(speak='espeak')\nlive"]
+        with harness.live_page(tmp_path, home, cells, mic, "live-drops") as page:
+            page.wait_for_selector(".voicenb-live-status[data-state=listening]",
+                                   timeout=30_000)
+            # 1. mid-question: the second question's words are showing
+            page.wait_for_function(
+                "document.querySelector('.voicenb-live-status').textContent"
+                ".includes('turn 1: done')", timeout=60_000)
+            page.wait_for_function(
+                "document.querySelector('.voicenb-live-partial')"
+                ".textContent.trim().length > 0", timeout=30_000)
+            sim.streaming.faults.refuse(1.5)  # and the first tries are refused
+            assert sim.streaming.drop_sessions() == 1
+            page.wait_for_function(
+                "document.querySelector('.voicenb-live-status').textContent"
+                ".startsWith('reconnecting')", timeout=10_000, polling=20)
+            statuses.append(_status(page))
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.locator(".jp-Cell").first.screenshot(path=str(ARTIFACTS /
+                                                               "live-reconnecting.png"))
+            # 2. mid-answer: the second answer is being read aloud
+            page.wait_for_selector(".voicenb-live-status[data-state=speaking]",
+                                   timeout=60_000)
+            assert sim.streaming.drop_sessions() == 1
+            page.wait_for_function(
+                "document.querySelector('.voicenb-live-status').textContent"
+                ".includes('turn 3: done')", timeout=90_000)
+            statuses.append(_status(page))
+            page.locator(".jp-Cell").first.screenshot(path=str(ARTIFACTS / "live-drops.png"))
+            page.click(".voicenb-live-button")  # stop
+            deadline = time.monotonic() + 30
+            while sim.streaming.stats["terminated"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
         sessions = sim.streaming.stats["sessions"]
     assert statuses[0].startswith("reconnecting") and "every word is kept" in statuses[0]
     assert sessions == 3  # the first, and one after each cut (the refused ones never open)

@@ -284,12 +284,7 @@ class _Connection:
         from websockets.exceptions import ConnectionClosedError
 
         faults = self.faults
-        if sending:
-            if not faults.planned:
-                return
-            faults.frames -= 1  # due() counts a client event; this is none
-        fault = faults.due()
-        if fault is not None and await faults.act(self.ws, fault):
+        if await faults.strike(self.ws, sending=sending):
             self.service.count("faults")
             raise ConnectionClosedError(None, None)
 

@@ -71,6 +71,17 @@ class SessionFaults:
                 return fault
         return None
 
+    async def strike(self, ws: Any, *, sending: bool = False) -> bool:
+        """Count a message from the client (``sending``: an event the server sends, which
+        counts none, so only a fault due by time strikes) and act out a fault due now;
+        True when it ended the session."""
+        if sending:
+            if not self.planned:
+                return False
+            self.frames -= 1
+        fault = self.due()
+        return fault is not None and await self.act(ws, fault)
+
     async def act(self, ws: Any, fault: SocketFault) -> bool:
         """Act ``fault`` out on ``ws``; True when the session is over."""
         if fault.kind == "stall":

@@ -358,8 +358,7 @@ class _Session:
         faults = self.service.faults.session()
         try:
             async for message in self.ws:
-                fault = faults.due()
-                if fault is not None and await faults.act(self.ws, fault):
+                if await faults.strike(self.ws):
                     self.service.count("faults")
                     return
                 if isinstance(message, bytes):
