@@ -281,6 +281,11 @@ def test_a_replay_starts_at_the_speech_not_at_the_last_words_sound_running_on():
     pcm, start = sent.unheard()
     assert start == pytest.approx(1.04 + 0.5 - 0.3, abs=0.021)  # 0.3 s before the question
     assert len(pcm) == pytest.approx((0.3 + 0.5) * 32000, abs=700)
+    # a click in the pause (20 ms) is not where speech begins
+    clicked = _SentAudio(16000)
+    clicked.add(tone * 10 + QUIET[:16000] + tone[:640] + QUIET[:16000] + tone * 5, 0.0)
+    clicked.take(0.0, 1.0)
+    assert clicked.unheard()[1] == pytest.approx(1.0 + 0.5 + 0.02 + 0.5 - 0.3, abs=0.021)
     # before any final turn, speech at the very start is replayed from the start
     fresh = _SentAudio(16000)
     fresh.add(tone * 3 + QUIET[:8000], 0.0)

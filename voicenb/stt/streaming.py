@@ -91,6 +91,8 @@ CATCH_UP_S = 0.3
 #: a 20 ms window louder than this (RMS of 16-bit samples) is speech, for the replay's start
 #: and for catching up (below about -42 dBFS is silence)
 SPEECH_RMS = 250.0
+#: loud 20 ms windows in a row that begin speech (60 ms: a click or a word's tail is not)
+ONSET_WINDOWS = 3
 #: the turn silence each family of models waits for at most (ms), by default (their specs)
 MAX_TURN_SILENCE_MS = {"u3": 1000, "universal": 1280}
 #: What each family of models takes beyond the common parameters, from AssemblyAI's two
@@ -290,23 +292,28 @@ class _SentAudio:
 
     def unheard(self, lead_s: float = 0.3) -> tuple[bytes, float]:
         """What a new session must hear again: the audio kept (sent since the last final
-        turn), from ``lead_s`` before its speech begins; and its stream time. Silence
-        alone is not replayed, nor the sound of the last turn's final word running on past
-        the end its timing gave (a new turn never touches the last: a silence ended it)."""
-        window = self.rate // 50 * 2  # 20 ms
-        starts = range(0, len(self.pcm) - window + 1, window)
-        ran_on = self.after_turn  # skipping the loud run that continues the last turn
-        onset, quiet_from = None, 0
-        for i in starts:
-            if not loud(self.pcm[i:i + window]):
-                if ran_on:
-                    ran_on, quiet_from = False, i
-            elif not ran_on:
-                onset = i
-                break
-        if onset is None:
+        turn), from ``lead_s`` before its speech begins; and its stream time. Speech begins
+        at the first :data:`ONSET_WINDOWS` loud 20 ms windows in a row (a click is not
+        speech). Silence alone is not replayed, nor the sound of the last turn's final word
+        running on past the end its timing gave (a new turn never touches the last: a
+        silence ended it)."""
+        import numpy as np
+
+        window = self.rate // 50  # samples in 20 ms
+        x = np.frombuffer(self.pcm[: len(self.pcm) // (2 * window) * 2 * window], dtype="<i2")
+        rms = np.sqrt(np.mean(x.reshape(-1, window).astype(np.float32) ** 2, axis=1)) \
+            if x.size else np.zeros(0)
+        is_loud = rms > SPEECH_RMS
+        first = 0
+        if self.after_turn:  # the loud run that continues the last turn is its own
+            quiet = np.flatnonzero(~is_loud)
+            first = int(quiet[0]) if quiet.size else len(is_loud)
+        runs = np.convolve(is_loud[first:].astype(int), np.ones(ONSET_WINDOWS, int), "valid")
+        found = np.flatnonzero(runs == ONSET_WINDOWS)
+        if not found.size:
             return b"", self.sent_s
-        start = max(quiet_from, onset - int(lead_s * self.rate) * 2)
+        onset = (first + int(found[0])) * window * 2
+        start = max(first * window * 2, onset - int(lead_s * self.rate) * 2)
         return bytes(self.pcm[start:]), self.from_s + start / 2 / self.rate
 
 
