@@ -460,9 +460,7 @@ class Pipeline:
 
     def fail(self, turn: int, exc: BaseException, on_status: OnStatus | None = None) -> None:
         if isinstance(exc, VoicenbError):
-            said = getattr(exc, "said", None)  # an answer cut off: the part that came
-            self.update(turn, status="error", error=str(exc),
-                        **({"answer": said} if said else {}))
+            self.update(turn, status="error", error=str(exc))
             self.cost(turn)  # the speech it was billed for before the answer failed, say
             status = "error"
         else:  # KeyboardInterrupt, or a bug: the turn can be resumed

@@ -80,8 +80,8 @@ RECONNECT_BACKOFF_S = (0.05, 2.0)
 #: (3005), the session's maximum duration (3008); a reconnect refused for too many sessions
 #: (3009: the dropped one may still count) is tried again too
 RETRYABLE = {None, 1001, 1006, 1011, 1012, 1013, 1014, 3005, 3008}
-#: the most audio queued (fed, not yet sent) before send() refuses more: what a reconnect's
-#: tries leave queued is far less (about 10 s)
+#: the most audio queued (fed, not yet sent) while reconnecting before send() refuses more:
+#: what a reconnect's tries leave queued is far less (about 10 s)
 MAX_BACKLOG_S = 60.0
 #: a session is rolled over this long before it expires (capped at a tenth of its length)
 ROLLOVER_S = 60.0
@@ -468,6 +468,7 @@ class RealtimeTranscriber:
         self._rolling = False         # a rollover asked the session to end
         self._closing = False         # close() was called
         self._unreported = 0          # reconnects not yet given to a final turn
+        self._down = False            # the connection dropped and a new one is being made
 
     @property
     def url(self) -> str:
@@ -499,7 +500,8 @@ class RealtimeTranscriber:
         if self.error is not None:
             raise self.error
         if self._ws is not None and pcm and not self._done.is_set():
-            if (self._fed / 2 / self.sample_rate) - self.sent.sent_s > MAX_BACKLOG_S:
+            if self._down and (self._fed / 2 / self.sample_rate) - self.sent.sent_s \
+                    > MAX_BACKLOG_S:
                 raise ServiceError(
                     f"{SERVICE} has not taken audio for {MAX_BACKLOG_S:.0f} s (the connection "
                     "is down or the service stalls): the audio queued is kept, no more is "
@@ -667,6 +669,14 @@ class RealtimeTranscriber:
         which nobody is told of); False when it cannot be."""
         dropped = time.monotonic()
         low, high = RECONNECT_BACKOFF_S
+        self._down = True
+        try:
+            return self._reconnect_tries(error, dropped, planned, low, high)
+        finally:
+            self._down = False
+
+    def _reconnect_tries(self, error: VoicenbError, dropped: float, planned: bool,
+                         low: float, high: float) -> bool:
         for attempt in range(1, RECONNECT_TRIES + 1):
             if not planned or attempt > 1:
                 if self.on_reconnecting:
